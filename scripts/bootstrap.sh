@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to run stripe-segments: Java and Maven (for
+# the Kafka jars), redis-server, and this project with its dev extras. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Install only when pyproject changed since the last install (keeps `make test` quick).
+stamp=".stack/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ] || ! "$PYTHON" -c "import segments, faust" >/dev/null 2>&1; then
+  echo "bootstrap: pip install -e '.[dev,rocksdb]'"
+  "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[dev,rocksdb]'
+  mkdir -p .stack && touch "$stamp"
+fi

@@ -1,0 +1,42 @@
+"""The one entry point, `segments`: each subcommand lives in `segments/commands/`.
+
+A command module exposes `register(subparsers)`, which adds its parser and sets
+`func(args) -> int` as the handler; heavy imports happen inside handlers so that
+`segments --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: Command modules, in the order `--help` lists them.
+COMMANDS = [
+    "stack",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segments",
+        description="Real-time contact segments from Stripe activity, on Kafka.",
+        epilog="Configuration comes from the environment (see README: Configuration).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"segments.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of `segments`, one module each."""

@@ -1,0 +1,79 @@
+"""Every topic of SPEC, declared once with its partitions and retention policy.
+
+The broker refuses to auto-create topics (a typo must not create a stray one-partition
+topic), so each entry point declares what it uses before it starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connectors.contract import DLQ_TOPIC, EVENTS_TOPIC
+from segments.settings import Settings
+from stream.facts import FACTS_TOPIC
+
+
+class KafkaTopicError(RuntimeError):
+    """The broker refused to create a topic (bad config, too few brokers, ACLs)."""
+
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    compacted: bool = False
+    retention_ms: int | None = None
+    #: One partition where order across all keys matters (rules) or volume is tiny.
+    single_partition: bool = False
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(EVENTS_TOPIC, retention_ms=7 * DAY_MS),
+    TopicSpec(DLQ_TOPIC, retention_ms=30 * DAY_MS),
+    TopicSpec(FACTS_TOPIC, retention_ms=35 * DAY_MS),
+    TopicSpec("segments.rules", compacted=True, single_partition=True),
+    TopicSpec("segments.membership", retention_ms=7 * DAY_MS),
+    TopicSpec("segments.members", compacted=True),
+)
+
+
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    if spec.compacted:
+        return {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+    configs = {"cleanup.policy": "delete"}
+    if spec.retention_ms is not None:
+        configs["retention.ms"] = str(spec.retention_ms)
+    return configs
+
+
+async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS) -> list[str]:
+    """Create whichever of `specs` do not exist yet; returns the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=settings.topic(spec.name),
+                num_partitions=1 if spec.single_partition else settings.partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs=topic_configs(spec),
+            )
+            for spec in specs
+            if settings.topic(spec.name) not in existing
+        ]
+        if wanted:
+            response = await admin.create_topics(wanted)
+            for name, code, *rest in response.topic_errors:
+                # Another process winning the race leaves the topic there either way.
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    message = rest[0] if rest else ""
+                    raise KafkaTopicError(f"cannot create topic {name}: error {code} {message}")
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()

@@ -1,0 +1,5 @@
+"""Kafka → facts → segment membership: the Faust side of stripe-segments.
+
+Imports `rules/` and the raw-event contract of `connectors/`; owns the facts and
+membership topics.
+"""

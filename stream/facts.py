@@ -1,0 +1,108 @@
+"""The facts topic contract: one normalized fact per real-world occurrence.
+
+A fact is what the six filters of SPEC are evaluated on. It satisfies the
+`rules.FactView` protocol structurally, so `rules/` evaluates it without importing us.
+Times are integer epoch seconds (UTC), money integer minor units: no floats, no
+time zones in the hot path; rules convert calendar dates to instants once, at load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+FACTS_TOPIC = "stripe.facts"
+
+FilterId = Literal[
+    "charge_failed",
+    "refunded",
+    "charge_succeeded",
+    "subscription_created",
+    "subscription_changed",
+    "subscription_cancelled",
+]
+FILTERS: tuple[FilterId, ...] = (
+    "charge_failed",
+    "refunded",
+    "charge_succeeded",
+    "subscription_created",
+    "subscription_changed",
+    "subscription_cancelled",
+)
+
+
+class FactDecodeError(ValueError):
+    """A message on the facts topic does not follow this contract."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    #: Names the occurrence, so every announcement of it collapses to one fact:
+    #: e.g. "ch_123:succeeded", "ch_123:failed", "re_456", "sub_789:created".
+    fact_id: str
+    filter: FilterId
+    account_id: str
+    connection_id: str
+    email: str
+    #: Event time: Stripe's `created` of the occurrence, epoch seconds.
+    occurred_at: int
+    customer_id: str | None = None
+    #: Charge amount (charge filters and `refunded`), or the recurring amount of a
+    #: subscription (price x quantity summed over items); minor units.
+    amount: int | None = None
+    #: Lower-case ISO code.
+    currency: str | None = None
+    #: This refund's own amount (`refunded` only), minor units.
+    refund_amount: int | None = None
+    #: Price, plan and product ids the occurrence concerns (subscription filters).
+    plans: tuple[str, ...] = field(default=())
+    #: Subscription start, and its end or scheduled end, epoch seconds.
+    start_date: int | None = None
+    end_date: int | None = None
+    source_event_id: str = ""
+    source_event_type: str = ""
+
+    def key(self) -> bytes:
+        """Kafka key: one contact's facts share a partition (account + email)."""
+        return contact_key(self.account_id, self.email)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["plans"] = list(self.plans)
+        return doc
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Fact:
+        try:
+            plans = tuple(doc.get("plans") or ())
+            return cls(**{**doc, "plans": plans})
+        except TypeError as exc:
+            raise FactDecodeError(str(exc)) from None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Fact:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise FactDecodeError(f"not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise FactDecodeError("fact is not a JSON object")
+        return cls.from_dict(doc)
+
+
+def contact_key(account_id: str, email: str) -> bytes:
+    """One contact = one email within one Center account (SPEC, "Contacts")."""
+    return f"{account_id}\x1f{email}".encode()
+
+
+def normalize_email(raw: object) -> str | None:
+    """Trimmed, lower-cased; None for anything that is not a plausible address."""
+    if not isinstance(raw, str):
+        return None
+    email = raw.strip().lower()
+    return email if email and "@" in email else None

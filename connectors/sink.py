@@ -1,0 +1,73 @@
+"""Publishing raw events to Kafka, durably, before anyone is told "accepted".
+
+The producer is idempotent with `acks=all`: `publish` returns only once every in-sync
+replica has the event, so a webhook answered 2xx or a backfill cursor advanced is never
+ahead of what Kafka holds. When Kafka cannot take the event, `SinkUnavailable` tells the
+caller to answer 5xx (webhooks) or stop and resume later (backfill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from connectors.contract import EVENTS_TOPIC, RawEvent
+from segments.settings import Settings
+
+
+class SinkUnavailable(RuntimeError):
+    """Kafka did not acknowledge the event in time; nothing may be acknowledged upstream."""
+
+
+class EventSink(Protocol):
+    async def publish(self, event: RawEvent) -> None: ...
+
+
+class KafkaEventSink:
+    """The raw-event topic, through one idempotent `acks=all` producer."""
+
+    def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
+        self.topic = settings.topic(EVENTS_TOPIC)
+        self.bootstrap = settings.kafka_bootstrap_servers
+        self.timeout = timeout
+        self._producer: object | None = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            request_timeout_ms=int(self.timeout * 1000),
+            compression_type=None,
+        )
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()  # type: ignore[attr-defined]
+
+    async def publish(self, event: RawEvent) -> None:
+        from aiokafka.errors import KafkaError
+
+        producer = self._producer
+        if producer is None:
+            raise SinkUnavailable("the Kafka producer is not started")
+        try:
+            future = await producer.send(  # type: ignore[attr-defined]
+                self.topic, event.to_bytes(), key=event.key()
+            )
+            await asyncio.wait_for(future, self.timeout)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise SinkUnavailable(f"Kafka did not acknowledge: {type(exc).__name__}") from exc
+
+    async def __aenter__(self) -> KafkaEventSink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

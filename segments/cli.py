@@ -15,6 +15,7 @@ from collections.abc import Sequence
 #: Command modules, in the order `--help` lists them.
 COMMANDS = [
     "stack",
+    "worker",
 ]
 
 

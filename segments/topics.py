@@ -36,6 +36,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("segments.rules", compacted=True, single_partition=True),
     TopicSpec("segments.membership", retention_ms=7 * DAY_MS),
     TopicSpec("segments.members", compacted=True),
+    # Internal: rule changes fanned out to every membership partition, and clock ticks.
+    TopicSpec("segments.control", retention_ms=DAY_MS),
 )
 
 

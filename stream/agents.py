@@ -1,0 +1,224 @@
+"""The agents: thin loops that decode, call a pure function, and send.
+
+- `classify`: stripe.events → stripe.facts (dead letters to stripe.events.dlq).
+- `rules`: segments.rules → one control message per membership partition, so every
+  partition applies each rule change exactly once, in order with its facts.
+- `membership`: stripe.facts + segments.control → segments.membership/members.
+- a timer sends each assigned membership partition a clock tick, so relative windows
+  open and close on time even when no fact arrives.
+
+Each agent processes one event at a time under `eos.barrier`, which keeps a commit
+from splitting an event's output (see stream/eos.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+import orjson
+
+from connectors.contract import DLQ_TOPIC, EVENTS_TOPIC, ContractError, RawEvent
+from rules import RuleError
+from segments.settings import Settings
+from stream import eos
+
+# Faust ships no type information: its decorators are untyped by nature.
+# mypy: disable-error-code="untyped-decorator"
+from stream.app import CONTROL_TOPIC, StreamOptions
+from stream.changes import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC, member_key, member_state
+from stream.classify import ClassifyError
+from stream.contacts import ContactResolver, ContactTables
+from stream.facts import FACTS_TOPIC, Fact, FactDecodeError
+from stream.membership import ContactState, on_fact, on_rule, on_time, prune
+from stream.metrics import StreamMetrics
+from stream.partition_state import PartitionState, rule_from_doc
+
+log = logging.getLogger("segments.stream")
+
+
+def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
+    clock = options.clock
+    n = settings.partitions
+    metrics = StreamMetrics()
+    app.segments_metrics = metrics
+
+    def topic(*names: str, **kw: Any) -> Any:
+        return app.topic(*(settings.topic(name) for name in names), key_serializer="raw",
+                         value_serializer="raw", **kw)
+
+    raw_events = topic(EVENTS_TOPIC, partitions=n)
+    dead_letters = topic(DLQ_TOPIC)
+    facts_out = topic(FACTS_TOPIC, partitions=n)
+    control_out = topic(CONTROL_TOPIC, partitions=n, retention=24 * 3600.0)
+    membership_in = topic(FACTS_TOPIC, CONTROL_TOPIC, partitions=n)
+    rules_in = topic(RULES_TOPIC, partitions=1)
+    membership_out = topic(MEMBERSHIP_TOPIC)
+    members_out = topic(MEMBERS_TOPIC)
+
+    def table(name: str, serializer: str = "json") -> Any:
+        schema: Any = faust.Schema(key_serializer="json", value_serializer=serializer)
+        return app.Table(name, partitions=n, schema=schema)
+
+    resolver = ContactResolver(ContactTables(
+        customers=table("customers"), charges=table("charges"),
+        seen=table("seen-facts"), parked=table("parked"),
+    ))
+    contacts = table("contacts", serializer="raw")
+    partition_rules = table("partition-rules", serializer="raw")
+    partitions: dict[int, PartitionState] = {}
+
+    async def dead_letter(event: Any, reason: str) -> None:
+        metrics.dead_letters.inc()
+        log.warning("dead letter: %s", reason)
+        message = event.message
+        await dead_letters.send(key=message.key, value=message.value, force=True, headers=[
+            ("reason", reason.encode()), ("topic", message.topic.encode()),
+            ("partition", str(message.partition).encode()),
+            ("offset", str(message.offset).encode()),
+        ])
+
+    @app.agent(raw_events, name="classify", concurrency=1)
+    async def classify(stream: Any) -> None:
+        async for event in stream.events():
+            async with eos.barrier(app):
+                try:
+                    raw = RawEvent.from_bytes(event.value)
+                    outcome = resolver.handle(raw, clock())
+                except (ContractError, ClassifyError) as exc:
+                    await dead_letter(event, f"{type(exc).__name__}: {exc}")
+                    continue
+                metrics.record_outcome(raw.event_type, outcome)
+                for fact in outcome.facts:
+                    await facts_out.send(key=fact.key(), value=fact.to_bytes(), force=True)
+
+    @app.agent(rules_in, name="rules", concurrency=1)
+    async def fan_out_rules(stream: Any) -> None:
+        async for event in stream.events():
+            async with eos.barrier(app):
+                doc = orjson.loads(event.value) if event.value else None
+                message = orjson.dumps({"k": "rule", "key": event.key.decode(), "doc": doc})
+                for p in range(n):
+                    await control_out.send(key=event.key, value=message, partition=p, force=True)
+
+    def partition_state(p: int) -> PartitionState:
+        state = partitions.get(p)
+        if state is None:
+            state = partitions[p] = rebuild(p)
+        return state
+
+    def rebuild(p: int) -> PartitionState:
+        """Derive partition p's indexes from its tables (after an assignment)."""
+        state = PartitionState(p)
+        prefix = f"{p}\x1f"
+        for key, raw in partition_rules.items():
+            if key.startswith(prefix):
+                state.add_rule(rule_from_doc(raw))
+        for key, raw in contacts.items():
+            contact = ContactState.from_bytes(raw)
+            if contact.partition == p:
+                state.track(key, contact)
+        log.info("partition %d: %d rules, %d accounts with contacts", p, len(state.rules),
+                 len(state.contacts_by_account))
+        return state
+
+    @app.on_partitions_revoked.connect
+    async def forget(app_: Any, revoked: Any, **kwargs: Any) -> None:
+        partitions.clear()
+
+    async def publish(changes: list[Any]) -> None:
+        for change in changes:
+            metrics.changes.labels(cause=change.cause, change=change.change).inc()
+            await membership_out.send(key=change.key(), value=change.to_bytes(), force=True)
+            await members_out.send(
+                key=member_key(change.account_id, change.segment_id, change.email),
+                value=member_state(change), force=True,
+            )
+
+    def save(key: str, contact: ContactState, ps: PartitionState) -> None:
+        contacts[key] = contact.to_bytes()
+        ps.track(key, contact)
+
+    async def handle_fact(ps: PartitionState, raw: bytes) -> None:
+        fact = Fact.from_bytes(raw)
+        now = clock()
+        key = fact.key().decode()
+        stored = contacts.get(key)
+        contact = (ContactState.from_bytes(stored) if stored is not None
+                   else ContactState(fact.account_id, fact.email, ps.partition))
+        metrics.history_dropped.inc(prune(contact, now, ps.horizon))
+        changes = on_fact(contact, fact, ps.rules.for_fact(fact.account_id, fact.filter), now)
+        save(key, contact, ps)
+        await publish(changes)
+
+    async def handle_tick(ps: PartitionState, now: int) -> None:
+        for key in ps.due_contacts(now):
+            stored = contacts.get(key)
+            if stored is None:
+                continue
+            contact = ContactState.from_bytes(stored)
+            due = contact.next_due()
+            if due is None or due > now:
+                continue  # a stale heap entry: the contact was re-evaluated since
+            lag = now - due
+            metrics.timer_lag.observe(lag)
+            changes = on_time(contact, ps.rules_of(contact.account_id, contact.facts), now)
+            save(key, contact, ps)
+            await publish(changes)
+
+    async def handle_rule(ps: PartitionState, rule_key: str, doc: Any) -> None:
+        account_id, rule_id = rule_key.split("\x1f", 1)
+        table_key = f"{ps.partition}\x1f{rule_key}"
+        now = clock()
+        new = None
+        if doc is not None:
+            raw = orjson.dumps(doc)
+            try:
+                new = rule_from_doc(raw)
+            except RuleError as exc:
+                log.error("ignoring invalid rule %s: %s", rule_key, exc)
+                return
+            old = ps.add_rule(new)
+            partition_rules[table_key] = raw
+        else:
+            old = ps.remove_rule(account_id, rule_id)
+            if table_key in partition_rules:
+                del partition_rules[table_key]
+        for key in sorted(ps.contacts_by_account.get(account_id, ())):
+            stored = contacts.get(key)
+            if stored is None:
+                continue
+            contact = ContactState.from_bytes(stored)
+            before = (dict(contact.members), dict(contact.due))
+            changes = on_rule(contact, old, new, now)
+            if (contact.members, contact.due) != before:
+                save(key, contact, ps)
+            await publish(changes)
+
+    @app.agent(membership_in, name="membership", concurrency=1)
+    async def membership(stream: Any) -> None:
+        async for event in stream.events():
+            async with eos.barrier(app):
+                message = event.message
+                ps = partition_state(message.partition)
+                try:
+                    if message.topic == settings.topic(FACTS_TOPIC):
+                        await handle_fact(ps, event.value)
+                        continue
+                    control = orjson.loads(event.value)
+                    if control.get("k") == "tick":
+                        await handle_tick(ps, int(control["now"]))
+                    elif control.get("k") == "rule":
+                        await handle_rule(ps, control["key"], control.get("doc"))
+                except (FactDecodeError, orjson.JSONDecodeError, KeyError, TypeError,
+                        ValueError) as exc:
+                    await dead_letter(event, f"{type(exc).__name__}: {exc}")
+
+    @app.timer(interval=options.tick_interval)
+    async def tick() -> None:
+        facts_topic = settings.topic(FACTS_TOPIC)
+        value = orjson.dumps({"k": "tick", "now": clock()})
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == facts_topic:
+                await control_out.send(value=value, partition=tp.partition)

@@ -1,0 +1,83 @@
+"""The Faust application: every topic, table, agent and timer, declared in one place.
+
+No autodiscovery and no import-time side effects: `create_app(settings)` builds an app
+and wires the agents of `stream.agents` explicitly, so tests can run several apps with
+different prefixes, clocks and stores in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segments.settings import Settings
+from stream import eos
+
+Clock = Callable[[], int]
+
+CONTROL_TOPIC = "segments.control"
+
+
+def system_clock() -> int:
+    return int(time.time())
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamOptions:
+    """How the worker runs; defaults are the production choices (see README)."""
+
+    processing_guarantee: str = "exactly_once"
+    #: "rocksdb://" when rocksdict is installed, else "memory://" (changelog recovery).
+    store: str | None = None
+    datadir: str | None = None
+    commit_interval: float = 0.1
+    tick_interval: float = 1.0
+    clock: Clock = system_clock
+    web_port: int | None = None
+
+
+def default_store() -> str:
+    try:
+        import rocksdict  # noqa: F401
+    except ImportError:
+        return "memory://"
+    return "rocksdb://"
+
+
+def create_app(settings: Settings, options: StreamOptions | None = None) -> Any:
+    import faust
+
+    options = options or StreamOptions()
+    if options.processing_guarantee == "exactly_once":
+        eos.install()
+    datadir = options.datadir or os.environ.get("SEGMENTS_DATADIR") or str(
+        Path(".stack") / "worker-data"
+    )
+    app = faust.App(
+        f"{settings.topic_prefix}segments",
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        processing_guarantee=options.processing_guarantee,
+        store=options.store or os.environ.get("SEGMENTS_STORE") or default_store(),
+        datadir=datadir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        broker_commit_interval=options.commit_interval,
+        stream_buffer_maxsize=131072,
+        web_enabled=options.web_port is not None,
+        web_port=options.web_port or 6066,
+        web_bind="127.0.0.1",
+        table_cleanup_interval=3600.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # Fatal errors exit the process on purpose; the orchestrator restarts it.
+        agent_supervisor="mode.OneForAllSupervisor",
+    )
+    from stream.agents import wire
+
+    wire(app, settings, options)
+    return app

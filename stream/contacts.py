@@ -1,0 +1,158 @@
+"""From occurrences to facts: pick the contact, deduplicate, park what has no email yet.
+
+The state lives in mappings the caller provides (Faust tables in the worker, plain
+dicts in unit tests), so this logic is tested without a broker. All keys are scoped by
+connection or account: one Center account never sees another's customers or facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from connectors.contract import RawEvent
+from stream.classify import classify, customer_email_update
+from stream.facts import Fact
+from stream.occurrence import Occurrence
+
+#: How long a fact id is remembered: the backfill window plus Stripe's retry period,
+#: so a webhook retry or the backfill's overlap with live webhooks is recognised.
+DEDUP_SECONDS = 33 * 24 * 3600
+#: Occurrences waiting for one customer's email; beyond this the oldest are dropped.
+MAX_PARKED_PER_CUSTOMER = 100
+
+
+@dataclass
+class Outcome:
+    facts: list[Fact] = field(default_factory=list)
+    duplicates: int = 0
+    parked: int = 0
+    released: int = 0
+    dropped_no_email: int = 0
+
+
+@dataclass
+class ContactTables:
+    """Faust tables (or dicts): customer emails, charges seen, fact ids seen, parked."""
+
+    #: "{connection}:{customer}" -> email, or "" when the customer has none.
+    customers: MutableMapping[str, str]
+    #: "{connection}:{charge}" -> {"email", "amount", "x"(expiry)}: lets a refund
+    #: announced only by id inherit its charge's contact and amount.
+    charges: MutableMapping[str, dict[str, Any]]
+    #: "{account}\x1f{fact_id}" -> expiry (epoch seconds).
+    seen: MutableMapping[str, int]
+    #: "{connection}:{customer}" -> occurrences (as dicts) waiting for an email.
+    parked: MutableMapping[str, list[dict[str, Any]]]
+
+
+def occurrence_to_doc(occurrence: Occurrence) -> dict[str, Any]:
+    doc = asdict(occurrence)
+    doc["plans"] = list(occurrence.plans)
+    doc["email_candidates"] = list(occurrence.email_candidates)
+    return doc
+
+
+def occurrence_from_doc(doc: dict[str, Any]) -> Occurrence:
+    return Occurrence(**{
+        **doc,
+        "plans": tuple(doc.get("plans") or ()),
+        "email_candidates": tuple(doc.get("email_candidates") or ()),
+    })
+
+
+class ContactResolver:
+    """Turns one raw event into the facts it newly announces."""
+
+    def __init__(self, tables: ContactTables) -> None:
+        self.t = tables
+
+    def handle(self, raw: RawEvent, now: int) -> Outcome:
+        """Raises `stream.classify.ClassifyError` for an event that cannot be understood."""
+        out = Outcome()
+        update = customer_email_update(raw.event)
+        if update is not None:
+            self._customer_email(raw, update[0], update[1], now, out)
+        for occurrence in classify(raw.event):
+            self._occurrence(raw, occurrence, now, out)
+        return out
+
+    def _customer_email(self, raw: RawEvent, customer_id: str, email: str | None, now: int,
+                        out: Outcome) -> None:
+        key = f"{raw.connection_id}:{customer_id}"
+        if self.t.customers.get(key) != (email or ""):
+            self.t.customers[key] = email or ""
+        if email is None:
+            return
+        waiting = self.t.parked.pop(key, None)
+        for doc in waiting or ():
+            out.released += 1
+            self._emit(raw, occurrence_from_doc(doc), email, now, out)
+
+    def _occurrence(self, raw: RawEvent, occ: Occurrence, now: int, out: Outcome) -> None:
+        charge = self._charge(raw, occ, now)
+        email = occ.email_candidates[0] if occ.email_candidates else None
+        if email is None and occ.customer_id is not None:
+            email = self.t.customers.get(f"{raw.connection_id}:{occ.customer_id}") or None
+        if email is None and charge is not None:
+            email = charge.get("email")
+        if email is None:
+            self._park(raw, occ, out)
+            return
+        if occ.amount is None and charge is not None and charge.get("amount") is not None:
+            occ = _with(occ, amount=charge["amount"])
+        self._emit(raw, occ, email, now, out)
+
+    def _charge(self, raw: RawEvent, occ: Occurrence, now: int) -> dict[str, Any] | None:
+        """Remember what a charge event tells (contact, amount); recall it for refunds."""
+        if occ.charge_id is None:
+            return None
+        key = f"{raw.connection_id}:{occ.charge_id}"
+        known = self.t.charges.get(key)
+        email = occ.email_candidates[0] if occ.email_candidates else None
+        if occ.filter != "refunded" and (email is not None or occ.amount is not None):
+            merged = {
+                "email": email or (known or {}).get("email"),
+                "amount": occ.amount if occ.amount is not None else (known or {}).get("amount"),
+                "x": now + DEDUP_SECONDS,
+            }
+            if merged != known:
+                self.t.charges[key] = merged
+            return merged
+        return known
+
+    def _park(self, raw: RawEvent, occ: Occurrence, out: Outcome) -> None:
+        if occ.customer_id is None:
+            # A guest with no email anywhere: nothing can ever name the contact.
+            out.dropped_no_email += 1
+            return
+        key = f"{raw.connection_id}:{occ.customer_id}"
+        waiting = list(self.t.parked.get(key) or [])
+        if any(doc["fact_id"] == occ.fact_id for doc in waiting):
+            out.duplicates += 1
+            return
+        waiting.append(occurrence_to_doc(occ))
+        if len(waiting) > MAX_PARKED_PER_CUSTOMER:
+            out.dropped_no_email += len(waiting) - MAX_PARKED_PER_CUSTOMER
+            waiting = waiting[-MAX_PARKED_PER_CUSTOMER:]
+        self.t.parked[key] = waiting
+        out.parked += 1
+
+    def _emit(self, raw: RawEvent, occ: Occurrence, email: str, now: int, out: Outcome) -> None:
+        seen_key = f"{raw.account_id}\x1f{occ.fact_id}"
+        expiry = self.t.seen.get(seen_key)
+        if expiry is not None and expiry > now:
+            out.duplicates += 1
+            return
+        try:
+            fact = occ.to_fact(raw.account_id, raw.connection_id, email)
+        except ValueError:
+            out.dropped_no_email += 1
+            return
+        self.t.seen[seen_key] = max(now, occ.occurred_at) + DEDUP_SECONDS
+        out.facts.append(fact)
+
+
+def _with(occ: Occurrence, **changes: Any) -> Occurrence:
+    return occurrence_from_doc({**occurrence_to_doc(occ), **changes})

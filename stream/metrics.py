@@ -1,0 +1,46 @@
+"""Prometheus metrics of a worker, in their own registry (one per app, so tests can
+run several apps in one process). Names follow Prometheus conventions: `segments_`
+prefix, base units, `_total` on counters."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from stream.contacts import Outcome
+
+
+class StreamMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("segments_events_total", "Raw Stripe events classified",
+                              ["type"], registry=r)
+        self.facts = Counter("segments_facts_total", "Facts published", ["filter"], registry=r)
+        self.duplicates = Counter("segments_duplicate_facts_total",
+                                  "Announcements of an already published fact", registry=r)
+        self.parked = Counter("segments_parked_facts_total",
+                              "Facts waiting for their customer's email", registry=r)
+        self.released = Counter("segments_released_facts_total",
+                                "Parked facts released when the email became known", registry=r)
+        self.no_email = Counter("segments_dropped_no_email_total",
+                                "Occurrences dropped: no email can ever name the contact",
+                                registry=r)
+        self.dead_letters = Counter("segments_dead_letters_total",
+                                    "Records sent to the dead-letter topic", registry=r)
+        self.changes = Counter("segments_membership_changes_total", "Membership changes",
+                               ["cause", "change"], registry=r)
+        self.history_dropped = Counter("segments_history_facts_dropped_total",
+                                       "Facts forgotten by the history horizon or cap",
+                                       registry=r)
+        self.timer_lag = Histogram("segments_timer_lag_seconds",
+                                   "How late a time-driven change was evaluated",
+                                   buckets=(0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
+
+    def record_outcome(self, event_type: str, outcome: Outcome) -> None:
+        self.events.labels(type=event_type).inc()
+        for fact in outcome.facts:
+            self.facts.labels(filter=fact.filter).inc()
+        self.duplicates.inc(outcome.duplicates)
+        self.parked.inc(outcome.parked)
+        self.released.inc(outcome.released)
+        self.no_email.inc(outcome.dropped_no_email)

@@ -33,7 +33,7 @@ from stream.contacts import ContactResolver, ContactTables
 from stream.facts import FACTS_TOPIC, Fact, FactDecodeError
 from stream.membership import ContactState, on_fact, on_rule, on_time, prune
 from stream.metrics import StreamMetrics
-from stream.partition_state import PartitionState, rule_from_doc
+from stream.partition_state import PartitionState, rule_from_doc, stored_bytes
 
 log = logging.getLogger("segments.stream")
 
@@ -116,7 +116,7 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
             if key.startswith(prefix):
                 state.add_rule(rule_from_doc(raw))
         for key, raw in contacts.items():
-            contact = ContactState.from_bytes(raw)
+            contact = ContactState.from_bytes(stored_bytes(raw))
             if contact.partition == p:
                 state.track(key, contact)
         log.info("partition %d: %d rules, %d accounts with contacts", p, len(state.rules),
@@ -145,7 +145,7 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
         now = clock()
         key = fact.key().decode()
         stored = contacts.get(key)
-        contact = (ContactState.from_bytes(stored) if stored is not None
+        contact = (ContactState.from_bytes(stored_bytes(stored)) if stored is not None
                    else ContactState(fact.account_id, fact.email, ps.partition))
         metrics.history_dropped.inc(prune(contact, now, ps.horizon))
         changes = on_fact(contact, fact, ps.rules.for_fact(fact.account_id, fact.filter), now)
@@ -157,7 +157,7 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
             stored = contacts.get(key)
             if stored is None:
                 continue
-            contact = ContactState.from_bytes(stored)
+            contact = ContactState.from_bytes(stored_bytes(stored))
             due = contact.next_due()
             if due is None or due > now:
                 continue  # a stale heap entry: the contact was re-evaluated since
@@ -189,7 +189,7 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
             stored = contacts.get(key)
             if stored is None:
                 continue
-            contact = ContactState.from_bytes(stored)
+            contact = ContactState.from_bytes(stored_bytes(stored))
             before = (dict(contact.members), dict(contact.due))
             changes = on_rule(contact, old, new, now)
             if (contact.members, contact.due) != before:

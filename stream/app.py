@@ -34,7 +34,7 @@ class StreamOptions:
     #: "rocksdb://" when rocksdict is installed, else "memory://" (changelog recovery).
     store: str | None = None
     datadir: str | None = None
-    commit_interval: float = 0.1
+    commit_interval: float = 0.25
     tick_interval: float = 1.0
     clock: Clock = system_clock
     web_port: int | None = None
@@ -73,6 +73,10 @@ def create_app(settings: Settings, options: StreamOptions | None = None) -> Any:
         web_bind="127.0.0.1",
         table_cleanup_interval=3600.0,
         consumer_auto_offset_reset="earliest",
+        # A worker killed without warning holds its partitions until its session
+        # expires; 10 s (not Faust's 60 s) bounds how long they stall.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         producer_acks=-1,
         # Fatal errors exit the process on purpose; the orchestrator restarts it.
         agent_supervisor="mode.OneForAllSupervisor",

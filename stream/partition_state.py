@@ -18,8 +18,22 @@ from stream.membership import ContactState, history_horizon
 _rule_cache: dict[bytes, Rule] = {}
 
 
-def rule_from_doc(raw: bytes) -> Rule:
+def stored_bytes(value: object) -> bytes:
+    """A raw table value as bytes.
+
+    Faust hands back what a table was given while running, but values recovered from
+    the changelog come through its JSON codec; both mean the same document.
+    """
+    if isinstance(value, bytes):
+        return value
+    import orjson
+
+    return orjson.dumps(value)
+
+
+def rule_from_doc(value: object) -> Rule:
     """Parse a rule document once per distinct content, shared by all partitions."""
+    raw = stored_bytes(value)
     rule = _rule_cache.get(raw)
     if rule is None:
         import orjson

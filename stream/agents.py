@@ -31,7 +31,15 @@ from stream.changes import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC, member_
 from stream.classify import ClassifyError
 from stream.contacts import ContactResolver, ContactTables
 from stream.facts import FACTS_TOPIC, Fact, FactDecodeError
-from stream.membership import ContactState, on_fact, on_rule, on_time, prune
+from stream.membership import (
+    ContactState,
+    on_fact,
+    on_horizon,
+    on_rule,
+    on_time,
+    prune,
+    too_old,
+)
 from stream.metrics import StreamMetrics
 from stream.partition_state import PartitionState, rule_from_doc, stored_bytes
 
@@ -143,12 +151,16 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
     async def handle_fact(ps: PartitionState, raw: bytes) -> None:
         fact = Fact.from_bytes(raw)
         now = clock()
+        if too_old(fact, now, ps.horizon):
+            metrics.history_dropped.inc()
+            return
         key = fact.key().decode()
         stored = contacts.get(key)
         contact = (ContactState.from_bytes(stored_bytes(stored)) if stored is not None
                    else ContactState(fact.account_id, fact.email, ps.partition))
-        metrics.history_dropped.inc(prune(contact, now, ps.horizon))
-        changes = on_fact(contact, fact, ps.rules.for_fact(fact.account_id, fact.filter), now)
+        aged = prune(contact, now, ps.horizon)
+        changes = on_horizon(contact, aged, ps.rules_of(contact.account_id, aged), now)
+        changes += on_fact(contact, fact, ps.rules.for_fact(fact.account_id, fact.filter), now)
         save(key, contact, ps)
         await publish(changes)
 

@@ -174,20 +174,41 @@ def on_rule(
     ]
 
 
-def prune(state: ContactState, now: int, horizon: int) -> int:
-    """Forget facts older than the horizon, and the oldest beyond the cap; count them."""
+def too_old(fact: Fact, now: int, horizon: int) -> bool:
+    """A fact beyond the history horizon when it arrives is never held (nor counted)."""
+    return _last_instant(fact) < now - horizon
+
+
+def on_horizon(state: ContactState, filters: Iterable[str], rules: Mapping[str, Rule],
+               now: int) -> list[MembershipChange]:
+    """Facts aged out of the history: memberships resting on them end, cause "time"."""
+    wanted = set(filters)
+    changes = []
+    for rule in rules.values():
+        if rule.filter in wanted:
+            change = _decide(state, rule, now, cause="time", at=now, fact_id=None)
+            if change is not None:
+                changes.append(change)
+    return changes
+
+
+def prune(state: ContactState, now: int, horizon: int) -> set[str]:
+    """Forget facts older than the horizon, and the oldest beyond the cap.
+
+    Returns the filters that lost facts, whose segments must be re-evaluated.
+    """
     cutoff = now - horizon
-    dropped = 0
+    dropped: set[str] = set()
     for filter_id, by_id in list(state.facts.items()):
         old = [fid for fid, fact in by_id.items() if _last_instant(fact) < cutoff]
         for fid in old:
             del by_id[fid]
-        dropped += len(old)
+            dropped.add(filter_id)
         if len(by_id) > MAX_FACTS_PER_CONTACT:
             ordered = sorted(by_id.values(), key=lambda f: f.occurred_at)
             for fact in ordered[: len(by_id) - MAX_FACTS_PER_CONTACT]:
                 del by_id[fact.fact_id]
-                dropped += 1
+                dropped.add(filter_id)
         if not by_id:
             del state.facts[filter_id]
     return dropped

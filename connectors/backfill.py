@@ -1,0 +1,388 @@
+"""The 30-day backfill: a connected account's recent Stripe events onto `stripe.events`.
+
+Stripe keeps 30 days of events; a new connection wants them so that rules such as
+"refunded in the last 30 days" are right from the first minute. The backfill reads the
+Events API for the needed types from `job.since` (connection time - 30 days) to a minute
+ago (the listing is eventually consistent), through the official library's
+auto-pagination, and publishes each event as a `RawEvent(source="backfill")`, the very
+envelope webhooks produce, awaiting Kafka's acknowledgement.
+
+Order and resumability are `connectors.backfill_state`'s business (read its docstring):
+slices of the window go oldest first; within a page, events of one Kafka key (one
+customer) are published strictly one after the other, each after the previous one's
+ack, while different keys overlap: Kafka keeps order per key only anyway, and one ack
+at a time costs a broker round trip per event (~280 events/s on a local broker against
+~20,000 overlapped). `max_in_flight=1` publishes strictly in sequence. The cursor is
+saved in Redis after every acknowledged page.
+
+Emulators: localstripe rejects `types[]` ("Unexpected types"); on that refusal the
+backfill lists the slice unfiltered and keeps the needed types itself, and remembers the
+choice in the progress document (`filter`).
+
+Rate limits: every request (pages of auto-pagination and the library's retries
+included) takes a token from a `RequestPacer` (default 20/s, under test mode's 25/s),
+and a 429 makes it wait for `Retry-After` (see `connectors.stripe_client`).
+
+Progress lives at `{prefix}backfill:{connection_id}` as JSON (`BackfillProgress`):
+state, events, pages, rate, cursor, error; `GET /connections/{id}` shows it. A Redis
+lock (`...:lock`) keeps two runs of one connection from producing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import stripe
+from stripe.params import EventListParams
+
+from connectors.backfill_state import (
+    BackfillProgress,
+    Cursor,
+    advance,
+    first_slice,
+    next_slice,
+    oldest_first,
+    pending,
+    rate,
+    shrink_slice,
+    type_groups,
+)
+from connectors.contract import RawEvent
+from connectors.emails import EmailResolver
+from connectors.event_types import NEEDED_EVENT_TYPES
+from connectors.sink import EventSink
+from connectors.stripe_client import AsyncStripe, RequestPacer
+from segments.settings import Settings
+
+__all__ = ["BackfillBusy", "BackfillJob", "BackfillOptions", "BackfillProgress",
+           "progress_key", "read_progress", "reset_backfill", "run_backfill"]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[BackfillProgress], None]
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class BackfillJob:
+    connection_id: str
+    account_id: str
+    api_key: str = field(repr=False)
+    #: Epoch seconds: the connection time minus 30 days.
+    since: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackfillOptions:
+    """Tuning; the defaults suit Stripe, tests shorten `settle_s`."""
+
+    #: Stripe requests per second (test mode allows 25, live mode 100).
+    rate_per_s: float = 20.0
+    #: Read up to this many seconds ago: the Events API is eventually consistent.
+    settle_s: int = 60
+    page_size: int = 100
+    #: Most events held in memory for one slice before it is cut narrower.
+    slice_cap: int = 10_000
+    #: Concurrent publishes within a page (one per Kafka key at a time); 1 = sequential.
+    max_in_flight: int = 100
+    #: Fill the email cache from the Customers list before the events.
+    warm_customers: bool = True
+    log_every_s: float = 5.0
+    lock_ttl_s: int = 60
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BackfillOptions:
+        """`SEGMENTS_BACKFILL_RATE` (requests/s) and `SEGMENTS_BACKFILL_SETTLE_S`."""
+        env = os.environ if env is None else env
+        changes: dict[str, Any] = {}
+        if raw := env.get("SEGMENTS_BACKFILL_RATE", "").strip():
+            changes["rate_per_s"] = float(raw)
+        if raw := env.get("SEGMENTS_BACKFILL_SETTLE_S", "").strip():
+            changes["settle_s"] = int(raw)
+        return cls(**changes)
+
+
+class BackfillBusy(RuntimeError):
+    """Another run holds this connection's backfill lock."""
+
+
+def progress_key(settings: Settings, connection_id: str) -> str:
+    return f"{settings.topic_prefix}backfill:{connection_id}"
+
+
+async def read_progress(redis: aioredis.Redis, settings: Settings,
+                        connection_id: str) -> BackfillProgress | None:
+    raw = await redis.get(progress_key(settings, connection_id))
+    return None if raw is None else BackfillProgress.from_json(orjson.loads(raw))
+
+
+async def reset_backfill(redis: aioredis.Redis, settings: Settings, connection_id: str) -> bool:
+    """Forget the progress, so the next run starts over; True if there was any."""
+    return bool(await redis.delete(progress_key(settings, connection_id)))
+
+
+async def run_backfill(job: BackfillJob, *, settings: Settings, sink: EventSink,
+                       redis: aioredis.Redis,
+                       on_progress: ProgressCallback | None = None,
+                       options: BackfillOptions | None = None) -> BackfillProgress:
+    """Backfill `job`, resuming from the saved cursor; returns the final progress.
+
+    A finished backfill of the same window returns at once (`reset_backfill` to redo).
+    Raises `BackfillBusy` if another run holds the lock, and re-raises whatever stopped
+    the run (`SinkUnavailable`, a Stripe error) after saving `state: failed`.
+    """
+    return await _Run(job, settings, sink, redis, on_progress,
+                      options or BackfillOptions.from_env()).execute()
+
+
+@dataclass
+class _Overflow:
+    seen: int
+    oldest: int
+
+
+class _Run:
+    def __init__(self, job: BackfillJob, settings: Settings, sink: EventSink,
+                 redis: aioredis.Redis, on_progress: ProgressCallback | None,
+                 options: BackfillOptions) -> None:
+        self.job, self.settings, self.sink, self.redis = job, settings, sink, redis
+        self.on_progress, self.opts = on_progress, options
+        self.key = progress_key(settings, job.connection_id)
+        self.lock_key = f"{self.key}:lock"
+        self.types = frozenset(NEEDED_EVENT_TYPES)
+        self.progress: BackfillProgress | None = None
+        self.started = time.monotonic()
+        self.run_events = 0
+        self.pages_base = 0
+        self.requests_base = 0
+        self.last_log = 0.0
+        self.api: AsyncStripe | None = None
+
+    @property
+    def p(self) -> BackfillProgress:
+        assert self.progress is not None
+        return self.progress
+
+    async def execute(self) -> BackfillProgress:
+        token = secrets.token_hex(8)
+        if not await self.redis.set(self.lock_key, token, nx=True, ex=self.opts.lock_ttl_s):
+            raise BackfillBusy(f"a backfill of {self.job.connection_id} is already running")
+        keeper = asyncio.create_task(self._keep_lock())
+        try:
+            return await self._execute()
+        finally:
+            keeper.cancel()
+            try:
+                await self.redis.eval(_RELEASE, 1, self.lock_key, token)
+            except aioredis.RedisError as exc:  # it expires after lock_ttl_s anyway
+                log.warning("backfill %s: lock not released: %s", self.job.connection_id, exc)
+
+    async def _keep_lock(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.lock_ttl_s / 3)
+            try:
+                await self.redis.expire(self.lock_key, self.opts.lock_ttl_s)
+            except aioredis.RedisError as exc:  # the next save will fail loudly anyway
+                log.warning("backfill %s: lock not refreshed: %s", self.job.connection_id, exc)
+
+    async def _execute(self) -> BackfillProgress:
+        job, now = self.job, time.time()
+        found = await read_progress(self.redis, self.settings, job.connection_id)
+        if found is not None and found.since != job.since:
+            log.info("backfill %s: window moved (since %d, was %d): starting over",
+                     job.connection_id, job.since, found.since)
+            found = None
+        if found is not None and found.done:
+            return found
+        if found is None:
+            until = int(now) - self.opts.settle_s
+            found = BackfillProgress(job.connection_id, job.account_id, since=job.since,
+                                     until=until, started_at=now,
+                                     cursor=first_slice(job.since, until))
+        self.pages_base = found.pages
+        self.progress = found.with_(state="running", runs=found.runs + 1, error=None)
+        await self._save(force_log=True)
+        try:
+            pacer = RequestPacer(self.opts.rate_per_s, burst=1)
+            async with AsyncStripe(job.api_key, api_base=self.settings.stripe_api_base,
+                                   pacer=pacer) as api:
+                self.api = api
+                if self.opts.warm_customers and self.p.customers is None:
+                    await self._warm(api)
+                await self._events(api)
+            self.progress = self.p.with_(state="done", cursor=None)
+            await self._save(force_log=True)
+            return self.p
+        except BaseException as exc:
+            self.progress = self.p.with_(state="failed", error=self._describe(exc))
+            try:
+                await self._save(force_log=True)
+            except Exception as save_error:  # Redis gone too: the first error matters more
+                log.error("backfill %s: progress not saved: %s", job.connection_id,
+                          type(save_error).__name__)
+            raise
+
+    async def _warm(self, api: AsyncStripe) -> None:
+        resolver = EmailResolver(self.redis, self.settings, _no_key)
+        count = await resolver.warm(self.job.connection_id, self.job.api_key, client=api.client)
+        self.requests_base = api.requests
+        self.progress = self.p.with_(customers=count)
+        await self._save()
+
+    async def _events(self, api: AsyncStripe) -> None:
+        target = max(1, self.opts.slice_cap // 2)
+        cursor = self.p.cursor
+        self.requests_base = api.requests
+        while cursor is not None:
+            cap = None if cursor.started or cursor.lo == cursor.hi else self.opts.slice_cap
+            listed = await self._list_slice(api, cursor, cap)
+            if isinstance(listed, _Overflow):
+                cursor = shrink_slice(cursor, listed.seen, listed.oldest, target)
+                await self._save(cursor=cursor)
+                continue
+            ordered = oldest_first(listed)
+            todo, cursor, exact = pending(ordered, cursor)
+            if not exact:
+                note = (f"slice {cursor.lo}-{cursor.hi}: last acknowledged event no longer "
+                        "listed; resumed from its second (may repeat a few)")
+                log.warning("backfill %s: %s", self.job.connection_id, note)
+                self.progress = self.p.with_(notes=(*self.p.notes, note)[-5:])
+            for start in range(0, len(todo), self.opts.page_size):
+                page = todo[start:start + self.opts.page_size]
+                acked, error = await self._publish(page)
+                cursor = advance(cursor, ordered, acked)
+                await self._save(cursor=cursor, published=len(acked))
+                if error is not None:
+                    raise error
+            cursor = next_slice(cursor, self.p.until, len(ordered), target)
+            await self._save(cursor=cursor)
+
+    async def _list_slice(self, api: AsyncStripe, cursor: Cursor,
+                          cap: int | None) -> list[list[dict[str, Any]]] | _Overflow:
+        """Every needed event created in the slice, one list per listing made."""
+        filtered = self.p.filter == "types"
+        groups: list[list[str] | None] = list(type_groups(self.types)) if filtered else [None]
+        listings: list[list[dict[str, Any]]] = []
+        kept, oldest = 0, cursor.hi
+        for group in groups:
+            params: EventListParams = {"limit": self.opts.page_size,
+                                       "created": {"gte": cursor.lo, "lte": cursor.hi}}
+            if group is not None:
+                params["types"] = group
+            try:
+                listing = await api.client.v1.events.list_async(params=params)
+            except stripe.InvalidRequestError as exc:
+                if group is None or not _rejects_types(exc):
+                    raise
+                log.info("backfill %s: the Stripe API refuses types[] (%s); listing all "
+                         "events and keeping the needed types here",
+                         self.job.connection_id, exc.user_message)
+                self.progress = self.p.with_(filter="unfiltered")
+                await self._save()
+                return await self._list_slice(api, cursor, cap)
+            events: list[dict[str, Any]] = []
+            async for item in listing.auto_paging_iter():
+                event = item.to_dict(for_json=True)
+                if group is None and event.get("type") not in self.types:
+                    continue
+                events.append(event)
+                kept += 1
+                created = event.get("created")
+                if isinstance(created, int):
+                    oldest = min(oldest, created)
+                if cap is not None and kept > cap:
+                    return _Overflow(kept, oldest)
+            listings.append(events)
+        return listings
+
+    async def _publish(self, page: list[dict[str, Any]]) -> tuple[list[str], BaseException | None]:
+        """Publish a page; returns the ids Kafka acknowledged and the first error, if any."""
+        received = int(time.time() * 1000)
+        raws = [RawEvent(self.job.connection_id, self.job.account_id, "backfill", received, e)
+                for e in page]
+        if self.opts.max_in_flight <= 1:
+            acked: list[str] = []
+            for raw in raws:
+                try:
+                    await self.sink.publish(raw)
+                except BaseException as exc:  # cancellation too: save what was acked
+                    return acked, exc
+                acked.append(raw.event_id)
+            return acked, None
+        slots = asyncio.Semaphore(self.opts.max_in_flight)
+
+        async def one(raw: RawEvent, before: asyncio.Task[None] | None) -> None:
+            if before is not None:
+                await before  # same key: only after the previous one's ack (or its error)
+            async with slots:
+                await self.sink.publish(raw)
+
+        tails: dict[bytes, asyncio.Task[None]] = {}
+        tasks = []
+        for raw in raws:
+            key = raw.key()
+            task = asyncio.create_task(one(raw, tails.get(key)))
+            tails[key] = task
+            tasks.append(task)
+        stopped: BaseException | None = None
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError as exc:
+            # gather cancels the publishes; once they settle, the cursor still gets
+            # every ack that came in, so a graceful stop repeats nothing.
+            stopped = exc
+            await asyncio.wait(tasks)
+        acked = [raw.event_id for raw, task in zip(raws, tasks, strict=True)
+                 if not task.cancelled() and task.exception() is None]
+        if stopped is None:
+            stopped = next((t.exception() for t in tasks
+                            if not t.cancelled() and t.exception() is not None), None)
+        return acked, stopped
+
+    async def _save(self, *, published: int = 0, force_log: bool = False,
+                    **changes: Any) -> None:
+        """Persist the progress (with `changes`, e.g. `cursor=`), report and maybe log."""
+        self.run_events += published
+        changes.update(
+            events=self.p.events + published,
+            updated_at=round(time.time(), 3),
+            rate_per_s=rate(self.run_events, time.monotonic() - self.started),
+        )
+        if self.api is not None:
+            changes["pages"] = self.pages_base + self.api.requests - self.requests_base
+        self.progress = self.p.with_(**changes)
+        await self.redis.set(self.key, orjson.dumps(self.p.to_json()))
+        if self.on_progress is not None:
+            self.on_progress(self.p)
+        if force_log or time.monotonic() - self.last_log >= self.opts.log_every_s:
+            self.last_log = time.monotonic()
+            p = self.p
+            log.info("backfill %s: %s, %d events, %d pages, %.1f events/s%s",
+                     p.connection_id, p.state, p.events, p.pages, p.rate_per_s,
+                     f", at {p.cursor.lo}" if p.cursor is not None else "")
+
+    def _describe(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"[:300]
+        return text.replace(self.job.api_key, "***") if self.job.api_key else text
+
+
+def _rejects_types(exc: stripe.InvalidRequestError) -> bool:
+    return exc.param in ("types", "types[]") or "types" in (exc.user_message or "")
+
+
+async def _no_key(_connection_id: str) -> str | None:
+    """The backfill's resolver only warms (with the job's key); it never looks up."""
+    return None

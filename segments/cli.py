@@ -15,7 +15,15 @@ from collections.abc import Sequence
 #: Command modules, in the order `--help` lists them.
 COMMANDS = [
     "stack",
+    "connector",
+    "connect",
+    "backfill",
     "worker",
+    "api",
+    "members",
+    "rebuild",
+    "rules",
+    "demo",
 ]
 
 

@@ -1,0 +1,298 @@
+"""`/connections`: connect a Stripe account, show it, disconnect it.
+
+Connecting checks the pasted key against Stripe, registers the webhook endpoint (unless
+the caller registered one by hand and passes its secret), stores key and secret
+encrypted, answers 201 with the connection id and starts the 30-day backfill in the
+background. No response and no log line ever contains the key or the secret; errors
+name the field and the reason, never the value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from connectors.metrics import ConnectorMetrics
+from connectors.sink import EventSink
+from connectors.store import Connection, ConnectionStore, new_connection_id
+from connectors.stripe_account import (
+    Endpoint,
+    RegistrationMode,
+    StripeAccountError,
+    check_key,
+    delete_endpoint,
+    register_endpoint,
+    stripe_client,
+)
+from connectors.webhooks import LOG_FIELDS, NOT_FOUND, read_capped
+from segments.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024
+BACKFILL_DAYS = 30
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
+FIELDS = frozenset({"account_id", "api_key", "webhook_secret"})
+
+
+class FieldError(ValueError):
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ConnectRequest:
+    account_id: str
+    api_key: str
+    webhook_secret: str | None
+
+    def __repr__(self) -> str:  # the key and secret must never reach a log
+        return f"ConnectRequest(account_id={self.account_id!r}, api_key=<hidden>)"
+
+
+def _secret_field(doc: dict[str, Any], name: str, prefixes: tuple[str, ...], hint: str) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not value:
+        raise FieldError(name, "required, a non-empty string")
+    if len(value) > 256 or any(c.isspace() for c in value):
+        raise FieldError(name, "must be a single token of at most 256 characters")
+    if not value.startswith(prefixes):
+        raise FieldError(name, hint)
+    return value
+
+
+def parse_connect_request(body: bytes) -> ConnectRequest:
+    """Validate the body of `POST /connections`; raises FieldError naming the field."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise FieldError(None, "body must be a JSON object") from None
+    if not isinstance(doc, dict):
+        raise FieldError(None, "body must be a JSON object")
+    unknown = sorted(set(doc) - FIELDS)
+    if unknown:
+        raise FieldError(unknown[0], "unknown field")
+    account_id = doc.get("account_id")
+    if not isinstance(account_id, str) or not ACCOUNT_ID.fullmatch(account_id):
+        raise FieldError(
+            "account_id", "required: 1-128 characters of letters, digits and _ . : @ -"
+        )
+    api_key = doc.get("api_key")
+    if isinstance(api_key, str) and api_key.startswith("pk_"):
+        raise FieldError("api_key", "a publishable key cannot read account data; paste a "
+                                    "secret (sk_) or restricted (rk_) key")
+    key = _secret_field(doc, "api_key", KEY_PREFIXES,
+                        "must be a Stripe secret (sk_test_/sk_live_) or restricted "
+                        "(rk_test_/rk_live_) key")
+    secret = None
+    if doc.get("webhook_secret") is not None:
+        secret = _secret_field(doc, "webhook_secret", ("whsec_",),
+                               "must be a webhook signing secret starting with whsec_")
+    return ConnectRequest(account_id, key, secret)
+
+
+def _error(status: int, field: str | None, reason: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": {"field": field, "reason": reason}}),
+        content_type="application/json",
+    )
+
+
+def _json(status: int, doc: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
+
+
+def _log_if_failed(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("%s failed: %s", task.get_name(), type(exc).__name__)
+
+
+class ConnectionsApi:
+    """Handlers of `/connections`, and the backfill tasks they started."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ConnectionStore,
+        sink: EventSink,
+        metrics: ConnectorMetrics,
+        *,
+        registration: RegistrationMode = "stripe",
+        start_backfill: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.sink = sink
+        self.metrics = metrics
+        self.registration = registration
+        self.start_backfill = start_backfill
+        self.backfills: dict[str, asyncio.Task[Any]] = {}
+        self._resume: asyncio.Task[int] | None = None
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await read_capped(request, MAX_REQUEST_BYTES)
+        if body is None:
+            return _error(413, None, "request body too large")
+        try:
+            req = parse_connect_request(body)
+        except FieldError as exc:
+            request[LOG_FIELDS] = {"invalid_field": exc.field}
+            return _error(400, exc.field, exc.reason)
+        connection_id = new_connection_id()
+        request[LOG_FIELDS] = {"connection_id": connection_id, "account_id": req.account_id}
+        try:
+            conn = await self._connect(connection_id, req)
+        except StripeAccountError as exc:
+            request[LOG_FIELDS]["stripe_error"] = type(exc).__name__
+            return _error(exc.status, exc.field, exc.reason)
+        self.metrics.connections_created.inc()
+        backfill = self._launch_backfill(conn, req.api_key)
+        request[LOG_FIELDS]["backfill"] = backfill
+        doc = {"id": conn.id, "account_id": conn.account_id, "status": conn.status,
+               "backfill": backfill}
+        if conn.webhook_endpoint_id:
+            doc["webhook_endpoint_id"] = conn.webhook_endpoint_id
+        return _json(201, doc)
+
+    async def _connect(self, connection_id: str, req: ConnectRequest) -> Connection:
+        async with stripe_client(self.settings, req.api_key) as client:
+            await check_key(client)
+            if req.webhook_secret is not None:
+                endpoint = Endpoint("manual", None, req.webhook_secret)
+            else:
+                endpoint = await register_endpoint(
+                    self.settings, client, connection_id, mode=self.registration
+                )
+            try:
+                return await self.store.create(
+                    connection_id=connection_id,
+                    account_id=req.account_id,
+                    api_key=req.api_key,
+                    webhook_secret=endpoint.secret,
+                    registration=endpoint.registration,
+                    webhook_endpoint_id=endpoint.endpoint_id,
+                )
+            except Exception:
+                # Do not leave an endpoint at Stripe that nothing can verify.
+                if endpoint.registration == "stripe" and endpoint.endpoint_id:
+                    await delete_endpoint(client, endpoint.endpoint_id)
+                raise
+
+    def _launch_backfill(self, conn: Connection, api_key: str) -> str:
+        """Start `connectors.backfill.run_backfill` for a connection in the background."""
+        if not self.start_backfill:
+            return "not_started"
+        try:
+            # Imported lazily: the webhook path does not need the backfill's imports.
+            from connectors.backfill import BackfillJob, run_backfill
+        except ImportError as exc:
+            log.warning("backfill not started for %s: %s", conn.id, type(exc).__name__)
+            return "unavailable"
+        if conn.id in self.backfills:
+            return "running"
+        job = BackfillJob(conn.id, conn.account_id, api_key,
+                          since=conn.created_at - BACKFILL_DAYS * 86400)
+        coro = run_backfill(job, settings=self.settings, sink=self.sink, redis=self.store.redis)
+        task = asyncio.create_task(coro, name=f"backfill-{conn.id}")
+        self.backfills[conn.id] = task
+        task.add_done_callback(functools.partial(self._backfill_done, conn.id))
+        return "started"
+
+    def start_resuming(self) -> None:
+        self._resume = asyncio.create_task(self.resume_backfills(), name="resume-backfills")
+        self._resume.add_done_callback(_log_if_failed)
+
+    async def resume_backfills(self) -> int:
+        """After a restart, continue every backfill that had not finished.
+
+        The backfill keeps its cursor and a per-connection lock in Redis, so with several
+        connector replicas each unfinished backfill still runs once.
+        """
+        resumed = 0
+        for connection_id in await self.store.list_ids():
+            progress = await self.store.backfill_progress(connection_id)
+            if isinstance(progress, dict) and progress.get("state") == "done":
+                continue
+            conn = await self.store.get(connection_id)
+            if conn is None:
+                continue
+            if self._launch_backfill(conn, self.store.api_key(conn)) == "started":
+                resumed += 1
+        if resumed:
+            log.info("resumed %d unfinished backfill(s)", resumed)
+        return resumed
+
+    def _backfill_done(self, connection_id: str, task: asyncio.Task[Any]) -> None:
+        if self.backfills.get(connection_id) is task:
+            del self.backfills[connection_id]
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if type(exc).__name__ == "BackfillBusy":
+            log.info("backfill of %s already running elsewhere", connection_id)
+            return
+        # The backfill persists its cursor; a restart or `segments backfill ID` resumes it.
+        log.error("backfill of %s stopped: %s", connection_id, type(exc).__name__)
+
+    async def show(self, request: web.Request) -> web.Response:
+        conn = await self.store.get(request.match_info["connection_id"])
+        if conn is None:
+            return _json(404, NOT_FOUND)
+        doc = conn.public()
+        doc["backfill"] = await self.store.backfill_progress(conn.id)
+        doc["backfill_running"] = conn.id in self.backfills
+        return _json(200, doc)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        conn = await self.store.get(request.match_info["connection_id"])
+        if conn is None:
+            return _json(404, NOT_FOUND)
+        task = self.backfills.pop(conn.id, None)
+        if task is not None:
+            task.cancel()
+        outcome = "none registered by us"
+        if conn.registration == "stripe" and conn.webhook_endpoint_id:
+            async with stripe_client(self.settings, self.store.api_key(conn)) as client:
+                outcome = await delete_endpoint(client, conn.webhook_endpoint_id)
+        elif conn.registration == "localstripe":
+            outcome = await self._disable_localstripe(conn.id)
+        await self.store.delete(conn.id)
+        request[LOG_FIELDS] = {"connection_id": conn.id, "webhook_endpoint": outcome}
+        return _json(200, {"id": conn.id, "deleted": True, "webhook_endpoint": outcome})
+
+    async def _disable_localstripe(self, connection_id: str) -> str:
+        """localstripe cannot unregister; point the hook at an event type that never fires."""
+        import aiohttp
+
+        base = (self.settings.stripe_api_base or "").rstrip("/")
+        form = [("url", f"{self.settings.public_url}/webhooks/stripe/{connection_id}"),
+                ("secret", "whsec_disabled"), ("events[]", "segments.disabled")]
+        try:
+            async with aiohttp.ClientSession() as session, session.post(
+                f"{base}/_config/webhooks/{connection_id}", data=form,
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                return "disabled" if resp.status == 200 else f"not disabled: HTTP {resp.status}"
+        except aiohttp.ClientError:
+            return "not disabled: localstripe unreachable"
+
+    async def close(self) -> None:
+        tasks = list(self.backfills.values())
+        if self._resume is not None:
+            tasks.append(self._resume)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,110 @@
+"""Secrets at rest: Stripe API keys and webhook signing secrets, Fernet-encrypted.
+
+A Redis dump, a backup or a stray `MONITOR` must never show a usable Stripe key, so
+everything secret is encrypted before it leaves the process. `SEGMENTS_SECRET_KEY` may
+list several Fernet keys separated by commas: the first encrypts, all decrypt, which
+lets an operator rotate the key without a flag day (`MultiFernet`).
+
+Without a configured key a local run generates one and keeps it in the stack directory
+(mode 0600) so restarts can still read what they stored; production refuses to start,
+because a generated key would silently differ between replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from segments.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEV_KEY_FILE = "dev-secret.key"
+
+
+class SecretKeyError(RuntimeError):
+    """No usable encryption key: the message says how to configure one."""
+
+
+class SecretUnreadable(RuntimeError):
+    """A stored secret does not decrypt with the configured key(s)."""
+
+
+def is_production(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return env.get("SEGMENTS_ENV", "").strip().lower() == "production"
+
+
+def resolve_secret_key(
+    settings: Settings, *, env: Mapping[str, str] | None = None, stack: Path | None = None
+) -> str:
+    """The configured key, or (outside production) a persisted per-machine dev key."""
+    if settings.secret_key:
+        return settings.secret_key
+    if is_production(env):
+        raise SecretKeyError(
+            "SEGMENTS_SECRET_KEY is required when SEGMENTS_ENV=production; generate one "
+            "with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
+        )
+    if stack is None:
+        from segments.stack import stack_dir
+
+        stack = stack_dir()
+    return _dev_key(stack / DEV_KEY_FILE)
+
+
+def _dev_key(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key()
+    try:
+        # O_EXCL: two processes starting together agree on whichever key won.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "wb") as out:
+        out.write(key)
+    log.warning(
+        "SEGMENTS_SECRET_KEY is not set: generated a development key in %s; set "
+        "SEGMENTS_SECRET_KEY (and SEGMENTS_ENV=production) for any real deployment", path
+    )
+    return key.decode()
+
+
+class SecretBox:
+    """Encrypts and decrypts short secrets; the key itself never appears in a repr."""
+
+    def __init__(self, key: str) -> None:
+        parts = [p.strip() for p in key.split(",") if p.strip()]
+        if not parts:
+            raise SecretKeyError("SEGMENTS_SECRET_KEY is empty")
+        try:
+            self._fernet = MultiFernet([Fernet(p.encode()) for p in parts])
+        except (ValueError, TypeError):
+            # The message must not quote the bad key.
+            raise SecretKeyError(
+                "SEGMENTS_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes)"
+            ) from None
+
+    def __repr__(self) -> str:
+        return "SecretBox(<hidden>)"
+
+    def encrypt(self, plain: str) -> str:
+        return self._fernet.encrypt(plain.encode()).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode("ascii")).decode()
+        except (InvalidToken, UnicodeError):
+            raise SecretUnreadable(
+                "a stored secret does not decrypt with SEGMENTS_SECRET_KEY (was the key "
+                "changed without keeping the old one in the list?)"
+            ) from None

@@ -1,0 +1,188 @@
+"""The connector's HTTP server: app factory, per-request summary log, health, metrics.
+
+`create_app` wires the webhook receiver and the connections API onto one Redis client
+and one Kafka sink. The sink connects in the background, so the server comes up and
+answers 503 to webhooks (Stripe retries) while Kafka is away, rather than refusing to
+start. `serve` runs it until SIGTERM/SIGINT and then drains in-flight requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from connectors.connections import ConnectionsApi
+from connectors.metrics import CONTENT_TYPE_LATEST, ConnectorMetrics
+from connectors.secrets import SecretBox, resolve_secret_key
+from connectors.sink import EventSink
+from connectors.store import ConnectionStore
+from connectors.stripe_account import RegistrationMode, guard_stripe_logging
+from connectors.supervised_sink import SupervisedSink, kafka_answers
+from connectors.webhooks import LOG_FIELDS, WebhookReceiver
+from segments.settings import Settings
+
+access_log = logging.getLogger("segments.connector.access")
+log = logging.getLogger(__name__)
+
+METRICS: web.AppKey[ConnectorMetrics] = web.AppKey("metrics", ConnectorMetrics)
+STORE: web.AppKey[ConnectionStore] = web.AppKey("store", ConnectionStore)
+SINK: web.AppKey[SupervisedSink] = web.AppKey("sink", SupervisedSink)
+CONNECTIONS: web.AppKey[ConnectionsApi] = web.AppKey("connections", ConnectionsApi)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route_of(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+def summary_middleware(metrics: ConnectorMetrics) -> Any:
+    """One JSON log line per request, built from chosen fields only: never headers."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        error: str | None = None
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            if status in (404, 405):
+                # Same body as an unknown connection: the answer reveals nothing.
+                return web.Response(status=status, body=orjson.dumps(
+                    {"error": "not found" if status == 404 else "method not allowed"}),
+                    content_type="application/json")
+            raise
+        except Exception as exc:
+            error = type(exc).__name__
+            log.error("unhandled %s on %s %s", error, request.method, request.path,
+                      exc_info=True)
+            return web.Response(status=500, body=b'{"error":"internal error"}',
+                                content_type="application/json")
+        finally:
+            route = _route_of(request)
+            metrics.http_requests.labels(route, str(status)).inc()
+            if status >= 500:
+                metrics.http_server_errors.labels(route).inc()
+            line: dict[str, Any] = {
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+            line.update(request.get(LOG_FIELDS) or {})
+            if error:
+                line["error"] = error
+            access_log.info(orjson.dumps(line).decode())
+
+    return middleware
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when Redis and Kafka both answer now, else 503 naming what does not."""
+    store = request.app[STORE]
+    sink = request.app[SINK]
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(store.redis.ping(), 1.0)
+        checks["redis"] = "ok"
+    except Exception:
+        checks["redis"] = "down"
+    answers = await kafka_answers(sink.settings.kafka_bootstrap_servers, 2.0)
+    checks["kafka"] = "ok" if answers else "down"
+    checks["producer"] = "connected" if sink.connected else "connecting"
+    healthy = checks["redis"] == "ok" and checks["kafka"] == "ok"
+    return web.Response(status=200 if healthy else 503, body=orjson.dumps(checks),
+                        content_type="application/json")
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registration: RegistrationMode = "stripe",
+    publish_timeout: float = 5.0,
+    prepare_kafka: Callable[[], Awaitable[object]] | None = None,
+    start_backfill: bool = True,
+    sink: SupervisedSink | None = None,
+    secrets_cache_ttl: float = 5.0,
+    max_in_flight: int = 512,
+) -> web.Application:
+    """The connector app; `prepare_kafka` (e.g. ensure_topics) runs before the producer."""
+    guard_stripe_logging()
+    metrics = ConnectorMetrics()
+    box = SecretBox(resolve_secret_key(settings))
+    # Blocking pool: under a burst, requests wait briefly for a connection instead of
+    # failing with "Too many connections" (the default pool's behaviour at 100).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=64, timeout=5, socket_timeout=5)
+    redis = aioredis.Redis.from_pool(pool)  # closes the pool with the client
+    store = ConnectionStore(redis, box, prefix=settings.topic_prefix, cache_ttl=secrets_cache_ttl)
+    if sink is None:
+        sink = SupervisedSink(settings, timeout=publish_timeout,
+                              on_state=lambda up: metrics.producer_up.set(1 if up else 0),
+                              prepare=prepare_kafka)
+    event_sink: EventSink = sink
+    receiver = WebhookReceiver(store, event_sink, metrics, max_in_flight=max_in_flight)
+    connections = ConnectionsApi(settings, store, event_sink, metrics,
+                                 registration=registration, start_backfill=start_backfill)
+
+    app = web.Application(middlewares=[summary_middleware(metrics)],
+                          client_max_size=1 << 20)
+    app[METRICS], app[STORE], app[SINK], app[CONNECTIONS] = metrics, store, sink, connections
+    app.router.add_post("/webhooks/stripe/{connection_id}", receiver.handle)
+    app.router.add_post("/connections", connections.create)
+    app.router.add_get("/connections/{connection_id}", connections.show)
+    app.router.add_delete("/connections/{connection_id}", connections.delete)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
+
+    async def lifecycle(app: web.Application) -> Any:
+        await app[SINK].start()
+        if start_backfill:
+            app[CONNECTIONS].start_resuming()
+        yield
+        await app[CONNECTIONS].close()
+        await app[SINK].stop()
+        await app[STORE].redis.aclose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int,
+                stop: asyncio.Event | None = None, shutdown_timeout: float = 10.0) -> None:
+    """Run `app` until SIGTERM/SIGINT (or `stop` is set), then drain and clean up."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # access_log=None: the summary middleware writes the one line per request.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info("connector listening on http://%s:%d", host, port)
+        await stop.wait()
+        log.info("shutting down: draining in-flight requests")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()

@@ -1,0 +1,102 @@
+"""`segments connector`: the webhook and connection HTTP server.
+
+Binds 127.0.0.1 unless told otherwise: the connector holds Stripe keys, so exposing it
+(behind a TLS-terminating proxy that forwards only `/webhooks/stripe/`) is a decision
+the operator makes with `--host`, not a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from segments.settings import Settings
+
+REGISTRATION_MODES = ("stripe", "localstripe")
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "connector",
+        help="run the Stripe webhook receiver and the /connections API",
+        description=(
+            "Serves POST /webhooks/stripe/{connection_id}, POST/GET/DELETE /connections, "
+            "GET /healthz and GET /metrics. Declares the Kafka topics first and keeps "
+            "answering 503 to webhooks while Kafka is unreachable, so Stripe retries. "
+            "SEGMENTS_WEBHOOK_REGISTRATION=localstripe (tests and the demo only) registers "
+            "webhooks through the localstripe emulator instead of /v1/webhook_endpoints."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port (default CONNECTOR_PORT, 8080)")
+    parser.set_defaults(func=run)
+
+
+class _JsonFormatter(logging.Formatter):
+    """JSON lines; access lines are already JSON objects and pass through as they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "segments.connector.access":
+            return record.getMessage()
+        doc = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            doc["exc_type"] = record.exc_info[0].__name__
+            doc["traceback"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("SEGMENTS_LOG_LEVEL", "INFO").upper())
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from connectors.secrets import SecretKeyError
+    from connectors.server import create_app, serve
+    from segments.topics import ensure_topics
+
+    configure_logging()
+    settings = Settings.from_env()
+    mode = os.environ.get("SEGMENTS_WEBHOOK_REGISTRATION", "stripe").strip() or "stripe"
+    if mode not in REGISTRATION_MODES:
+        print(f"segments connector: SEGMENTS_WEBHOOK_REGISTRATION must be one of "
+              f"{', '.join(REGISTRATION_MODES)}", file=sys.stderr)
+        return 2
+    port = args.port if args.port is not None else settings.connector_port
+
+    async def main() -> None:
+        app = create_app(
+            settings,
+            registration=mode,  # type: ignore[arg-type]  # checked against the list above
+            prepare_kafka=lambda: ensure_topics(settings),
+        )
+        await serve(app, args.host, port)
+
+    try:
+        asyncio.run(main())
+    except SecretKeyError as exc:
+        print(f"segments connector: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"segments connector: cannot listen on {args.host}:{port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -2,7 +2,8 @@
 
 Every write sets a state, never increments one (the seq below is bookkeeping), so
 applying the same records again, in the same order, leaves the same picture.
-Membership and counts are one sorted set per segment (count = ZCARD), so a count can never drift from its members.
+Membership and counts are one sorted set per segment (count = ZCARD), so a count
+can never drift from its members.
 
 Keys, for prefix `p` (the topic prefix) and generation `g`:
 

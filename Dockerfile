@@ -5,6 +5,8 @@ COPY segments segments
 COPY stream stream
 COPY rules rules
 COPY connectors connectors
-RUN pip install --no-cache-dir '.[rocksdb]'
+RUN pip install --no-cache-dir '.[rocksdb]' \
+    # The worker's table store (a volume in docker-compose.yml), writable by `nobody`.
+    && mkdir -p /data && chown nobody /data
 USER nobody
 ENTRYPOINT []

@@ -102,6 +102,8 @@ class BackfillOptions:
     warm_customers: bool = True
     log_every_s: float = 5.0
     lock_ttl_s: int = 60
+    #: Seconds before one Stripe request counts as failed (and is retried).
+    request_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BackfillOptions:
@@ -218,7 +220,7 @@ class _Run:
         try:
             pacer = RequestPacer(self.opts.rate_per_s, burst=1)
             async with AsyncStripe(job.api_key, api_base=self.settings.stripe_api_base,
-                                   pacer=pacer) as api:
+                                   pacer=pacer, timeout=self.opts.request_timeout_s) as api:
                 self.api = api
                 if self.opts.warm_customers and self.p.customers is None:
                     await self._warm(api)

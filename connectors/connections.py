@@ -14,7 +14,7 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -33,6 +33,9 @@ from connectors.stripe_account import (
 )
 from connectors.webhooks import LOG_FIELDS, NOT_FOUND, read_capped
 from segments.settings import Settings
+
+if TYPE_CHECKING:
+    from connectors.backfill import BackfillOptions
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,7 @@ class ConnectionsApi:
         *,
         registration: RegistrationMode = "stripe",
         start_backfill: bool = True,
+        backfill_options: BackfillOptions | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -137,6 +141,8 @@ class ConnectionsApi:
         self.metrics = metrics
         self.registration = registration
         self.start_backfill = start_backfill
+        #: None: `BackfillOptions.from_env()` when a backfill starts.
+        self.backfill_options = backfill_options
         self.backfills: dict[str, asyncio.Task[Any]] = {}
         self._resume: asyncio.Task[int] | None = None
 
@@ -203,7 +209,9 @@ class ConnectionsApi:
             return "running"
         job = BackfillJob(conn.id, conn.account_id, api_key,
                           since=conn.created_at - BACKFILL_DAYS * 86400)
-        coro = run_backfill(job, settings=self.settings, sink=self.sink, redis=self.store.redis)
+        coro = run_backfill(job, settings=self.settings, sink=self.sink, redis=self.store.redis,
+                            on_progress=self.metrics.backfill_progress,
+                            options=self.backfill_options)
         task = asyncio.create_task(coro, name=f"backfill-{conn.id}")
         self.backfills[conn.id] = task
         task.add_done_callback(functools.partial(self._backfill_done, conn.id))
@@ -236,6 +244,7 @@ class ConnectionsApi:
     def _backfill_done(self, connection_id: str, task: asyncio.Task[Any]) -> None:
         if self.backfills.get(connection_id) is task:
             del self.backfills[connection_id]
+            self.metrics.backfill_running.labels(connection_id).set(0)
         if task.cancelled():
             return
         exc = task.exception()
@@ -244,6 +253,7 @@ class ConnectionsApi:
         if type(exc).__name__ == "BackfillBusy":
             log.info("backfill of %s already running elsewhere", connection_id)
             return
+        self.metrics.backfill_failed.inc()
         # The backfill persists its cursor; a restart or `segments backfill ID` resumes it.
         log.error("backfill of %s stopped: %s", connection_id, type(exc).__name__)
 
@@ -270,6 +280,7 @@ class ConnectionsApi:
         elif conn.registration == "localstripe":
             outcome = await self._disable_localstripe(conn.id)
         await self.store.delete(conn.id)
+        self.metrics.forget_connection(conn.id)
         request[LOG_FIELDS] = {"connection_id": conn.id, "webhook_endpoint": outcome}
         return _json(200, {"id": conn.id, "deleted": True, "webhook_endpoint": outcome})
 

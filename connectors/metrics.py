@@ -4,17 +4,32 @@ A per-app `CollectorRegistry` (not the global default) lets tests and the benchm
 run several apps in one process without "duplicated timeseries" errors. Names follow
 Prometheus conventions: `segments_` prefix, base units (seconds), `_total` counters.
 Label values are bounded: event types are either one of NEEDED_EVENT_TYPES or "other",
-and rejection reasons come from a fixed list.
+rejection reasons come from a fixed list, and the backfill gauges carry the connection
+id (one series per connected account, removed when it is disconnected).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from connectors.backfill_state import BackfillProgress
 from connectors.event_types import NEEDED_EVENT_TYPES
 
-__all__ = ["CONTENT_TYPE_LATEST", "ConnectorMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "ConnectorMetrics", "window_ratio"]
+
+
+def window_ratio(progress: BackfillProgress) -> float:
+    """How much of `[since, until]` lies behind the cursor (1.0 once done)."""
+    if progress.state == "done" or progress.cursor is None:
+        return 1.0 if progress.state == "done" else 0.0
+    span = progress.until - progress.since
+    if span <= 0:
+        return 0.0
+    return min(1.0, max(0.0, (progress.cursor.lo - progress.since) / span))
+
 
 REJECT_REASONS = (
     "too_large",
@@ -74,6 +89,37 @@ class ConnectorMetrics:
             "Stripe accounts connected",
             registry=self.registry,
         )
+        # Backfill progress, per connection (bounded by the number of connections; a
+        # deleted connection's series are removed).
+        self.backfill_events = Gauge(
+            "segments_backfill_events",
+            "Events the connection's backfill has published so far (all runs)",
+            ["connection_id"],
+            registry=self.registry,
+        )
+        self.backfill_window_ratio = Gauge(
+            "segments_backfill_window_progress_ratio",
+            "Share of the backfill's 30-day window already published, 0 to 1",
+            ["connection_id"],
+            registry=self.registry,
+        )
+        self.backfill_running = Gauge(
+            "segments_backfill_running",
+            "1 while the connection's backfill runs in this process, else 0",
+            ["connection_id"],
+            registry=self.registry,
+        )
+        self.backfill_rate = Gauge(
+            "segments_backfill_rate_events_per_second",
+            "Events per second of the current (or last) backfill run",
+            ["connection_id"],
+            registry=self.registry,
+        )
+        self.backfill_failed = Counter(
+            "segments_backfill_failures_total",
+            "Backfill runs that stopped on an error (they resume from the saved cursor)",
+            registry=self.registry,
+        )
         # Zero-valued series exist from the start, so rates and alerts work at once.
         for reason in REJECT_REASONS:
             self.webhooks_rejected.labels(reason)
@@ -87,6 +133,20 @@ class ConnectorMetrics:
 
     def rejected(self, reason: str) -> None:
         self.webhooks_rejected.labels(reason).inc()
+
+    def backfill_progress(self, progress: BackfillProgress) -> None:
+        """Update the backfill gauges (called on every progress save of a backfill)."""
+        cid = progress.connection_id
+        self.backfill_events.labels(cid).set(progress.events)
+        self.backfill_rate.labels(cid).set(progress.rate_per_s)
+        self.backfill_running.labels(cid).set(1 if progress.state == "running" else 0)
+        self.backfill_window_ratio.labels(cid).set(window_ratio(progress))
+
+    def forget_connection(self, connection_id: str) -> None:
+        for gauge in (self.backfill_events, self.backfill_window_ratio,
+                      self.backfill_running, self.backfill_rate):
+            with contextlib.suppress(KeyError):
+                gauge.remove(connection_id)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

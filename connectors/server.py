@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -27,7 +27,11 @@ from connectors.store import ConnectionStore
 from connectors.stripe_account import RegistrationMode, guard_stripe_logging
 from connectors.supervised_sink import SupervisedSink, kafka_answers
 from connectors.webhooks import LOG_FIELDS, WebhookReceiver
+from segments.logs import fields
 from segments.settings import Settings
+
+if TYPE_CHECKING:
+    from connectors.backfill import BackfillOptions
 
 access_log = logging.getLogger("segments.connector.access")
 log = logging.getLogger(__name__)
@@ -46,7 +50,8 @@ def _route_of(request: web.Request) -> str:
 
 
 def summary_middleware(metrics: ConnectorMetrics) -> Any:
-    """One JSON log line per request, built from chosen fields only: never headers."""
+    """One summary log line per request (`segments.logs` fields), built from chosen
+    fields only: never headers or bodies."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -85,7 +90,8 @@ def summary_middleware(metrics: ConnectorMetrics) -> Any:
             line.update(request.get(LOG_FIELDS) or {})
             if error:
                 line["error"] = error
-            access_log.info(orjson.dumps(line).decode())
+            access_log.info("%s %s %d", request.method, request.path, status,
+                            extra=fields(**line))
 
     return middleware
 
@@ -123,8 +129,12 @@ def create_app(
     sink: SupervisedSink | None = None,
     secrets_cache_ttl: float = 5.0,
     max_in_flight: int = 512,
+    backfill_options: BackfillOptions | None = None,
 ) -> web.Application:
-    """The connector app; `prepare_kafka` (e.g. ensure_topics) runs before the producer."""
+    """The connector app; `prepare_kafka` (e.g. ensure_topics) runs before the producer.
+
+    `backfill_options` tunes the backfills it starts (default: from the environment).
+    """
     guard_stripe_logging()
     metrics = ConnectorMetrics()
     box = SecretBox(resolve_secret_key(settings))
@@ -141,7 +151,8 @@ def create_app(
     event_sink: EventSink = sink
     receiver = WebhookReceiver(store, event_sink, metrics, max_in_flight=max_in_flight)
     connections = ConnectionsApi(settings, store, event_sink, metrics,
-                                 registration=registration, start_backfill=start_backfill)
+                                 registration=registration, start_backfill=start_backfill,
+                                 backfill_options=backfill_options)
 
     app = web.Application(middlewares=[summary_middleware(metrics)],
                           client_max_size=1 << 20)

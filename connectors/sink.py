@@ -15,6 +15,12 @@ from connectors.contract import EVENTS_TOPIC, RawEvent
 from segments.settings import Settings
 
 
+#: The largest encoded envelope published: under the producer's `max_request_size` and
+#: the broker's `message.max.bytes` (both about 1 MiB), with room for the key and the
+#: record overhead. A bigger one would be refused by Kafka on every attempt.
+MAX_RECORD_BYTES = 1_000_000
+
+
 class SinkUnavailable(RuntimeError):
     """Kafka did not acknowledge the event in time; nothing may be acknowledged upstream."""
 

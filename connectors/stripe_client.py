@@ -107,6 +107,25 @@ class PacedHTTPClient(stripe.AIOHTTPClient):
         self.requests = 0
         self.rate_limited = 0
 
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        """The library's `request_async`, with failures while reading the body retried.
+
+        stripe-python reads the body outside its error handling, so a connection that
+        drops mid-body or a body that times out escaped as a raw aiohttp/asyncio error:
+        not retried, it stopped the whole backfill. Here it becomes the library's own
+        retriable `APIConnectionError`, like a failure before the headers.
+        """
+        content, status, response_headers = await self.request_stream_async(
+            method, url, headers, post_data
+        )
+        try:
+            body: bytes = await content.read()
+        except Exception as exc:  # truncated, reset or timed out mid-body
+            self._handle_request_error(exc)
+        return body, status, response_headers
+
     async def request_stream_async(
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
     ) -> tuple[Any, int, Mapping[str, str]]:
@@ -160,8 +179,9 @@ class AsyncStripe:
 
     def __init__(self, api_key: str, *, api_base: str | None = None,
                  pacer: RequestPacer | None = None,
-                 max_network_retries: int = DEFAULT_MAX_NETWORK_RETRIES) -> None:
-        self.http = PacedHTTPClient(pacer)
+                 max_network_retries: int = DEFAULT_MAX_NETWORK_RETRIES,
+                 timeout: float = 30.0) -> None:
+        self.http = PacedHTTPClient(pacer, timeout=timeout)
         self.client = stripe_client(
             api_key, api_base=api_base, max_network_retries=max_network_retries,
             http_client=stripe.new_default_http_client(async_fallback_client=self.http),

@@ -2,7 +2,7 @@
 
 Strict in this order, cheapest first, producing nothing on any refusal:
 413 when the body is over 1 MiB (checked on Content-Length and while reading, so a
-huge body is never buffered), 404 for an unknown connection (the same answer as any
+huge body is never buffered) or its envelope over what Kafka takes, 404 for an unknown connection (the same answer as any
 unknown path, so ids of other accounts cannot be probed), 400 for a missing or wrong
 signature or a timestamp older than five minutes (verified over the raw bytes with the
 official library, against each of the connection's secrets during a rotation), 400
@@ -25,7 +25,7 @@ from aiohttp import web
 from connectors.contract import RawEvent
 from connectors.event_types import NEEDED_EVENT_TYPES
 from connectors.metrics import ConnectorMetrics
-from connectors.sink import EventSink, SinkUnavailable
+from connectors.sink import MAX_RECORD_BYTES, EventSink, SinkUnavailable
 from connectors.store import ConnectionStore
 
 MAX_BODY_BYTES = 1 << 20
@@ -93,6 +93,23 @@ def parse_event(body: bytes) -> dict[str, Any] | None:
     return doc
 
 
+def envelope_problem(raw: RawEvent) -> tuple[int, str] | None:
+    """Why `raw` cannot be published (status, reason), or None if it can.
+
+    orjson reads nesting up to 1024 levels but writes at most 255, and Kafka takes
+    records up to `MAX_RECORD_BYTES`: without these checks a signed body nested too
+    deep, or just under the body cap, failed at publish time every time it came (a
+    500 or a 503, and Stripe retrying it for days).
+    """
+    try:
+        size = len(raw.to_bytes())
+    except orjson.JSONEncodeError:
+        return 400, "malformed_json"
+    if size > MAX_RECORD_BYTES:
+        return 413, "record_too_large"
+    return None
+
+
 class WebhookReceiver:
     """The request handler; `sink` decides whether an event is durably accepted."""
 
@@ -121,6 +138,7 @@ class WebhookReceiver:
             return _answer(404, **NOT_FOUND)
         messages = {
             "too_large": "request body exceeds 1 MiB",
+            "record_too_large": "event exceeds the event store's record limit (1,000,000 bytes)",
             "missing_signature": "missing Stripe-Signature header",
             "bad_signature": "signature verification failed",
             "stale_timestamp": "signature timestamp outside the tolerance",
@@ -167,6 +185,9 @@ class WebhookReceiver:
             self.metrics.received(event_type, "ignored")
             return _answer(200, received=True, ignored=True)
         raw = RawEvent(conn.id, conn.account_id, "webhook", received_ms, event)
+        problem = envelope_problem(raw)
+        if problem is not None:
+            return self._reject(request, *problem)
         started = time.perf_counter()
         try:
             await self.sink.publish(raw)

@@ -2,7 +2,8 @@
 
 A command module exposes `register(subparsers)`, which adds its parser and sets
 `func(args) -> int` as the handler; heavy imports happen inside handlers so that
-`segments --help` stays instant.
+`segments --help` stays instant. Logging is configured here, once, for every command
+(`segments.logs`: JSON lines, or readable text on a terminal).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ COMMANDS = [
     "rules",
     "demo",
 ]
+#: Operator tools print their own output; their logs show warnings and errors only
+#: unless SEGMENTS_LOG_LEVEL says otherwise. Servers log at INFO.
+QUIET_COMMANDS = frozenset({"stack", "connect", "backfill", "members", "rebuild-read-model",
+                            "rules"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from segments.logs import LogConfigError, configure
+
     args = build_parser().parse_args(argv)
+    try:
+        # SEGMENTS_LOG_FORMAT / SEGMENTS_LOG_LEVEL, before any command runs.
+        configure(level="WARNING" if args.command in QUIET_COMMANDS else "INFO")
+    except LogConfigError as exc:
+        print(f"segments: {exc}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

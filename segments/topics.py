@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from connectors.contract import DLQ_TOPIC, EVENTS_TOPIC
 from segments.settings import Settings
 from stream.facts import FACTS_TOPIC
+from stream.state import state_topic
 
 
 class KafkaTopicError(RuntimeError):
@@ -38,6 +39,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("segments.members", compacted=True),
     # Internal: rule changes fanned out to every membership partition, and clock ticks.
     TopicSpec("segments.control", retention_ms=DAY_MS),
+    # Internal: the workers' state changelogs (stream/state.py).
+    *(TopicSpec(state_topic(name), compacted=True)
+      for name in ("customers", "charges", "seen", "parked", "contacts", "rules")),
 )
 
 

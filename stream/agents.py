@@ -7,7 +7,7 @@
 - a timer sends each assigned membership partition a clock tick, so relative windows
   open and close on time even when no fact arrives.
 
-Each agent processes one event at a time under `eos.barrier`, which keeps a commit
+Each agent processes one event at a time inside `eos.processing`, which keeps a commit
 from splitting an event's output (see stream/eos.py).
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import faust
 import orjson
 
 from connectors.contract import DLQ_TOPIC, EVENTS_TOPIC, ContractError, RawEvent
@@ -29,7 +28,7 @@ from stream import eos
 from stream.app import CONTROL_TOPIC, StreamOptions
 from stream.changes import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC, member_key, member_state
 from stream.classify import ClassifyError
-from stream.contacts import ContactResolver, ContactTables
+from stream.contacts import ContactResolver, ContactTables, sweep
 from stream.facts import FACTS_TOPIC, Fact, FactDecodeError
 from stream.membership import (
     ContactState,
@@ -41,9 +40,12 @@ from stream.membership import (
     too_old,
 )
 from stream.metrics import StreamMetrics
-from stream.partition_state import PartitionState, rule_from_doc, stored_bytes
+from stream.partition_state import PartitionState, rule_from_doc
+from stream.state import Codec, State, state_topic
 
 log = logging.getLogger("segments.stream")
+#: How often each classify partition forgets dedup entries past their window.
+SWEEP_SECONDS = 60
 
 
 def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
@@ -65,17 +67,28 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
     membership_out = topic(MEMBERSHIP_TOPIC)
     members_out = topic(MEMBERS_TOPIC)
 
-    def table(name: str, serializer: str = "json") -> Any:
-        schema: Any = faust.Schema(key_serializer="json", value_serializer=serializer)
-        return app.Table(name, partitions=n, schema=schema)
+    def state(name: str, codec: Codec = "json") -> State:
+        store = State(name, settings.topic(state_topic(name)),
+                      settings.kafka_bootstrap_servers, codec)
+        store.changelog = topic(state_topic(name))
+        states.append(store)
+        return store
 
-    resolver = ContactResolver(ContactTables(
-        customers=table("customers"), charges=table("charges"),
-        seen=table("seen-facts"), parked=table("parked"),
-    ))
-    contacts = table("contacts", serializer="raw")
-    partition_rules = table("partition-rules", serializer="raw")
+    states: list[State] = []
+    customers, charges = state("customers"), state("charges")
+    seen, parked = state("seen"), state("parked")
+    contacts, partition_rules = state("contacts", "raw"), state("rules", "raw")
     partitions: dict[int, PartitionState] = {}
+
+    async def ready(p: int, *stores: State) -> None:
+        """Recover partition p of `stores` on its first event after an assignment."""
+        for store in stores:
+            if not store.loaded(p):
+                await store.recover(p)
+
+    async def flush_states() -> None:
+        for store in states:
+            await store.flush()
 
     async def dead_letter(event: Any, reason: str) -> None:
         metrics.dead_letters.inc()
@@ -87,46 +100,65 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
             ("offset", str(message.offset).encode()),
         ])
 
+    last_sweep: dict[int, int] = {}
+
+    def maybe_sweep(p: int, tables: ContactTables) -> None:
+        """Once a minute per partition, drop dedup entries past their window."""
+        now = clock()
+        if now - last_sweep.get(p, 0) < SWEEP_SECONDS:
+            return
+        last_sweep[p] = now
+        removed, dropped = sweep(tables, now)
+        metrics.no_email.inc(dropped)
+        if removed or dropped:
+            log.info("partition %d: swept %d expired entries, %d parked facts", p,
+                     removed, dropped)
+
     @app.agent(raw_events, name="classify", concurrency=1)
     async def classify(stream: Any) -> None:
         async for event in stream.events():
-            async with eos.barrier(app):
+            async with eos.processing(app):
+                p = event.message.partition
+                await ready(p, customers, charges, seen, parked)
+                tables = ContactTables(customers=customers.view(p), charges=charges.view(p),
+                                       seen=seen.view(p), parked=parked.view(p))
+                resolver = ContactResolver(tables)
+                maybe_sweep(p, tables)
                 try:
                     raw = RawEvent.from_bytes(event.value)
                     outcome = resolver.handle(raw, clock())
+                    metrics.record_outcome(raw.event_type, outcome)
+                    for fact in outcome.facts:
+                        await facts_out.send(key=fact.key(), value=fact.to_bytes(), force=True)
                 except (ContractError, ClassifyError) as exc:
                     await dead_letter(event, f"{type(exc).__name__}: {exc}")
-                    continue
-                metrics.record_outcome(raw.event_type, outcome)
-                for fact in outcome.facts:
-                    await facts_out.send(key=fact.key(), value=fact.to_bytes(), force=True)
+                finally:
+                    await flush_states()
 
     @app.agent(rules_in, name="rules", concurrency=1)
     async def fan_out_rules(stream: Any) -> None:
         async for event in stream.events():
-            async with eos.barrier(app):
+            async with eos.processing(app):
                 doc = orjson.loads(event.value) if event.value else None
                 message = orjson.dumps({"k": "rule", "key": event.key.decode(), "doc": doc})
                 for p in range(n):
                     await control_out.send(key=event.key, value=message, partition=p, force=True)
 
-    def partition_state(p: int) -> PartitionState:
-        state = partitions.get(p)
-        if state is None:
-            state = partitions[p] = rebuild(p)
-        return state
+
+    async def partition_state(p: int) -> PartitionState:
+        ps = partitions.get(p)
+        if ps is None:
+            await ready(p, contacts, partition_rules)
+            ps = partitions[p] = rebuild(p)
+        return ps
 
     def rebuild(p: int) -> PartitionState:
-        """Derive partition p's indexes from its tables (after an assignment)."""
+        """Derive partition p's indexes from its recovered state."""
         state = PartitionState(p)
-        prefix = f"{p}\x1f"
-        for key, raw in partition_rules.items():
-            if key.startswith(prefix):
-                state.add_rule(rule_from_doc(raw))
-        for key, raw in contacts.items():
-            contact = ContactState.from_bytes(stored_bytes(raw))
-            if contact.partition == p:
-                state.track(key, contact)
+        for raw in partition_rules.view(p).values():
+            state.add_rule(rule_from_doc(raw))
+        for key, raw in contacts.view(p).items():
+            state.track(key, ContactState.from_bytes(raw))
         log.info("partition %d: %d rules, %d accounts with contacts", p, len(state.rules),
                  len(state.contacts_by_account))
         return state
@@ -134,6 +166,8 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
     @app.on_partitions_revoked.connect
     async def forget(app_: Any, revoked: Any, **kwargs: Any) -> None:
         partitions.clear()
+        for store in states:
+            store.forget()
 
     async def publish(changes: list[Any]) -> None:
         for change in changes:
@@ -145,8 +179,12 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
             )
 
     def save(key: str, contact: ContactState, ps: PartitionState) -> None:
-        contacts[key] = contact.to_bytes()
+        contacts.view(ps.partition)[key] = contact.to_bytes()
         ps.track(key, contact)
+
+    def load(ps: PartitionState, key: str) -> ContactState | None:
+        stored = contacts.view(ps.partition).get(key)
+        return None if stored is None else ContactState.from_bytes(stored)
 
     async def handle_fact(ps: PartitionState, raw: bytes) -> None:
         fact = Fact.from_bytes(raw)
@@ -155,9 +193,7 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
             metrics.history_dropped.inc()
             return
         key = fact.key().decode()
-        stored = contacts.get(key)
-        contact = (ContactState.from_bytes(stored_bytes(stored)) if stored is not None
-                   else ContactState(fact.account_id, fact.email, ps.partition))
+        contact = load(ps, key) or ContactState(fact.account_id, fact.email, ps.partition)
         aged = prune(contact, now, ps.horizon)
         changes = on_horizon(contact, aged, ps.rules_of(contact.account_id, aged), now)
         changes += on_fact(contact, fact, ps.rules.for_fact(fact.account_id, fact.filter), now)
@@ -166,10 +202,9 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
 
     async def handle_tick(ps: PartitionState, now: int) -> None:
         for key in ps.due_contacts(now):
-            stored = contacts.get(key)
-            if stored is None:
+            contact = load(ps, key)
+            if contact is None:
                 continue
-            contact = ContactState.from_bytes(stored_bytes(stored))
             due = contact.next_due()
             if due is None or due > now:
                 continue  # a stale heap entry: the contact was re-evaluated since
@@ -181,7 +216,6 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
 
     async def handle_rule(ps: PartitionState, rule_key: str, doc: Any) -> None:
         account_id, rule_id = rule_key.split("\x1f", 1)
-        table_key = f"{ps.partition}\x1f{rule_key}"
         now = clock()
         new = None
         if doc is not None:
@@ -192,16 +226,14 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
                 log.error("ignoring invalid rule %s: %s", rule_key, exc)
                 return
             old = ps.add_rule(new)
-            partition_rules[table_key] = raw
+            partition_rules.view(ps.partition)[rule_key] = raw
         else:
             old = ps.remove_rule(account_id, rule_id)
-            if table_key in partition_rules:
-                del partition_rules[table_key]
+            partition_rules.view(ps.partition).pop(rule_key, None)
         for key in sorted(ps.contacts_by_account.get(account_id, ())):
-            stored = contacts.get(key)
-            if stored is None:
+            contact = load(ps, key)
+            if contact is None:
                 continue
-            contact = ContactState.from_bytes(stored_bytes(stored))
             before = (dict(contact.members), dict(contact.due))
             changes = on_rule(contact, old, new, now)
             if (contact.members, contact.due) != before:
@@ -211,9 +243,9 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
     @app.agent(membership_in, name="membership", concurrency=1)
     async def membership(stream: Any) -> None:
         async for event in stream.events():
-            async with eos.barrier(app):
+            async with eos.processing(app):
                 message = event.message
-                ps = partition_state(message.partition)
+                ps = await partition_state(message.partition)
                 try:
                     if message.topic == settings.topic(FACTS_TOPIC):
                         await handle_fact(ps, event.value)
@@ -226,6 +258,8 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
                 except (FactDecodeError, orjson.JSONDecodeError, KeyError, TypeError,
                         ValueError) as exc:
                     await dead_letter(event, f"{type(exc).__name__}: {exc}")
+                finally:
+                    await flush_states()
 
     @app.timer(interval=options.tick_interval)
     async def tick() -> None:

@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from segments.logs import fields
 from stream.api_metrics import CONTENT_TYPE_LATEST, ServingMetrics
 from stream.change_feed import Feed
 from stream.facts import normalize_email
@@ -77,7 +78,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     if route != "/events":
         metrics.request_seconds.labels(route=route).observe(elapsed)
     # The route template, not the path: paths carry contacts' emails.
-    log.info("%s %s %d %.1fms", request.method, route, response.status, elapsed * 1000)
+    log.info("%s %s %d", request.method, route, response.status,
+             extra=fields(method=request.method, route=route, status=response.status,
+                          ms=round(elapsed * 1000, 2)))
     return response
 
 

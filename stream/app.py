@@ -17,6 +17,9 @@ from typing import Any
 from segments.settings import Settings
 from stream import eos
 
+# Faust ships no type information: its decorators are untyped by nature.
+# mypy: disable-error-code="untyped-decorator"
+
 Clock = Callable[[], int]
 
 CONTROL_TOPIC = "segments.control"
@@ -31,7 +34,7 @@ class StreamOptions:
     """How the worker runs; defaults are the production choices (see README)."""
 
     processing_guarantee: str = "exactly_once"
-    #: "rocksdb://" when rocksdict is installed, else "memory://" (changelog recovery).
+    #: Table store; default `default_store(processing_guarantee)`.
     store: str | None = None
     datadir: str | None = None
     commit_interval: float = 0.25
@@ -40,12 +43,10 @@ class StreamOptions:
     web_port: int | None = None
 
 
-def default_store() -> str:
-    try:
-        import rocksdict  # noqa: F401
-    except ImportError:
-        return "memory://"
-    return "rocksdb://"
+def default_store(processing_guarantee: str) -> str:
+    """Faust's store only matters for Faust tables, which the agents do not use (their
+    state is `stream.state`); memory:// keeps nothing stale on disk."""
+    return "memory://"
 
 
 def create_app(settings: Settings, options: StreamOptions | None = None) -> Any:
@@ -61,7 +62,8 @@ def create_app(settings: Settings, options: StreamOptions | None = None) -> Any:
         f"{settings.topic_prefix}segments",
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         processing_guarantee=options.processing_guarantee,
-        store=options.store or os.environ.get("SEGMENTS_STORE") or default_store(),
+        store=options.store or os.environ.get("SEGMENTS_STORE")
+        or default_store(options.processing_guarantee),
         datadir=datadir,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -84,4 +86,21 @@ def create_app(settings: Settings, options: StreamOptions | None = None) -> Any:
     from stream.agents import wire
 
     wire(app, settings, options)
+
+    @app.task
+    async def dump_tasks_on_sigusr1() -> None:
+        """`kill -USR1 <worker>` logs every asyncio task's stack: why is it stuck?"""
+        import asyncio
+        import io
+        import logging
+        import signal
+
+        def dump() -> None:
+            out = io.StringIO()
+            for task in asyncio.all_tasks():
+                task.print_stack(file=out)
+            logging.getLogger("segments.stream").warning("asyncio tasks:\n%s", out.getvalue())
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
+
     return app

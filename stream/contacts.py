@@ -156,3 +156,29 @@ class ContactResolver:
 
 def _with(occ: Occurrence, **changes: Any) -> Occurrence:
     return occurrence_from_doc({**occurrence_to_doc(occ), **changes})
+
+
+def sweep(tables: ContactTables, now: int) -> tuple[int, int]:
+    """Forget what the dedup window no longer needs, so memory is bounded by time.
+
+    Returns (expired entries removed, parked occurrences dropped: their customer never
+    got an email within the window, so they are counted as dropped for lack of email).
+    """
+    removed = 0
+    for key in [k for k, expiry in tables.seen.items() if expiry <= now]:
+        del tables.seen[key]
+        removed += 1
+    for key in [k for k, doc in tables.charges.items() if doc.get("x", 0) <= now]:
+        del tables.charges[key]
+        removed += 1
+    dropped = 0
+    horizon = now - DEDUP_SECONDS
+    for key, docs in list(tables.parked.items()):
+        kept = [doc for doc in docs if doc["occurred_at"] >= horizon]
+        if len(kept) != len(docs):
+            dropped += len(docs) - len(kept)
+            if kept:
+                tables.parked[key] = kept
+            else:
+                del tables.parked[key]
+    return removed, dropped

@@ -1,29 +1,48 @@
-"""Exactly-once output for Faust: send through the source partition's transaction.
+"""Exactly-once for Faust: all of one event's output commits with its offset, or none.
 
-faust-streaming (0.15) picks the transactional producer for a send by the partition of
-the *destination* topic, and looks that topic up in the assignor's groups, so a send to a
-topic the app does not consume raises KeyError and a send to a differently partitioned
-topic joins an unrelated transaction. Kafka Streams' model is the correct one: all the
-output of processing one input record, changelog writes included, goes through the
-transaction of the task (source partition) that consumed it, and commits atomically with
-that partition's offset. `install()` makes Faust do exactly that; a send made outside
-stream iteration (a timer, a web handler) uses the plain idempotent producer.
+faust-streaming (0.15) gets three things wrong under `processing_guarantee=
+"exactly_once"`, each of which our kill -9 test caught:
 
-Faust also commits from a background task, which could run while an agent is half way
-through one event and commit that event's first sends with the previous offset: a
-crash then replays the event and duplicates them. Agents therefore process each event
-under `barrier(app)`, which the transactional commit also takes. The lock is released
-at the end of the loop body and Faust acks the event synchronously right after, before
-anything else can run, so a commit sees either none or all of an event's output, and
-its offset with it.
+1. It picks the transactional producer for a send by the partition of the
+   *destination* topic and looks that topic up in the assignor's groups, so a send to a
+   topic the app does not consume raises KeyError, and a send to a differently
+   partitioned topic joins an unrelated transaction.
+2. Table changelog writes go through a buffer drained by a background task, outside the
+   event's context, and the transactional commit does not flush that buffer: a
+   changelog write can land in a later transaction than the event's output, or (with
+   fix 1 alone) in none at all. After a crash the table then says "member" while the
+   "joined" event was aborted, and the change is lost.
+3. It commits from a background task, which can run while an agent is half way through
+   an event, committing that event's first sends with the previous offset.
+
+Kafka Streams' model is the correct one: everything produced while processing one input
+record (output and changelog writes) goes through the transaction of the task (source
+partition) that consumed it, and commits atomically with that partition's offset.
+`install()` makes Faust do exactly that:
+
+- `send` picks the transaction of the source partition of the current event; a send
+  made outside stream iteration (a timer) uses the plain idempotent producer;
+- table writes made while processing an event are held, and sent by `processing(app)`
+  at the end of the event, still in the event's context (so in its transaction);
+- agents process each event inside `processing(app)`, whose lock the transactional
+  commit also takes. The lock is released at the end of the loop body and Faust acks
+  the event synchronously right after, before anything else can run, so a commit sees
+  either none or all of an event's output, and its offset with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 _installed = False
+_DEBUG = bool(os.environ.get("SEGMENTS_EOS_DEBUG"))
+log = logging.getLogger("segments.eos")
 
 
 def barrier(app: Any) -> asyncio.Lock:
@@ -33,6 +52,35 @@ def barrier(app: Any) -> asyncio.Lock:
         lock = asyncio.Lock()
         app._segments_barrier = lock
     return lock
+
+
+def _held(app: Any) -> list[tuple[Any, int | None, Any, Any, Any, Any]]:
+    held: list[tuple[Any, int | None, Any, Any, Any, Any]] | None = getattr(
+        app, "_segments_held_changelog", None)
+    if held is None:
+        held = []
+        app._segments_held_changelog = held
+    return held
+
+
+@asynccontextmanager
+async def processing(app: Any) -> AsyncIterator[None]:
+    """Process one event: under the commit barrier, with its table writes sent at the end."""
+    async with barrier(app):
+        try:
+            yield
+        finally:
+            await flush_changelog(app)
+
+
+async def flush_changelog(app: Any) -> None:
+    """Send the table writes held for the current event, in its transaction."""
+    held = _held(app)
+    while held:
+        table, partition, key, value, key_serializer, value_serializer = held.pop(0)
+        await table.changelog_topic.send(
+            key=key, value=value, partition=partition, key_serializer=key_serializer,
+            value_serializer=value_serializer, callback=table._on_changelog_sent, force=True)
 
 
 def source_transactional_id(app: Any) -> str | None:
@@ -51,10 +99,12 @@ def source_transactional_id(app: Any) -> str | None:
 
 
 def install() -> None:
-    """Patch faust's TransactionManager.send; idempotent, harmless without exactly-once."""
+    """Patch Faust as the module docstring says; idempotent."""
     global _installed
     if _installed:
         return
+    from faust.streams import current_event
+    from faust.tables.base import Collection
     from faust.transport.consumer import TransactionManager
 
     async def send(
@@ -69,6 +119,8 @@ def install() -> None:
         transactional_id: str | None = None,
     ) -> Any:
         tid = source_transactional_id(self.app)
+        if _DEBUG:
+            log.info("eos send tid=%s topic=%s partition=%s", tid, topic, partition)
         return await self.producer.send(
             topic, key, value, partition, timestamp, headers, transactional_id=tid
         )
@@ -77,9 +129,28 @@ def install() -> None:
 
     async def commit(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
         async with barrier(self.app):
+            if _DEBUG:
+                log.info("eos commit %s", {f"{tp.topic}:{tp.partition}": o
+                                           for tp, o in offsets.items()})
             result: bool = await original_commit(self, offsets, start_new_transaction)
             return result
 
+    original_send_changelog = Collection.send_changelog
+
+    def send_changelog(self: Any, partition: int | None, key: Any, value: Any,
+                       key_serializer: Any = None, value_serializer: Any = None) -> Any:
+        if not self.app.in_transaction or current_event() is None:
+            return original_send_changelog(
+                self, partition, key, value, key_serializer, value_serializer)
+        _held(self.app).append((
+            self, partition, key, value,
+            key_serializer if key_serializer is not None else self.key_serializer,
+            value_serializer if value_serializer is not None else self.value_serializer,
+        ))
+        # Faust's callers read the destination partition off the returned future.
+        return SimpleNamespace(message=SimpleNamespace(partition=partition))
+
     TransactionManager.send = send  # type: ignore[method-assign]
     TransactionManager.commit = commit  # type: ignore[method-assign]
+    Collection.send_changelog = send_changelog  # type: ignore[method-assign]
     _installed = True

@@ -86,8 +86,11 @@ async def read_events(settings: Settings, *, expect: int = 0, timeout: float = 3
     would be seen too.
     """
     topic = settings.topic(EVENTS_TOPIC)
+    # auto_offset_reset="earliest": assign() starts an offset reset of its own, which with
+    # the default ("latest") can land after seek_to_beginning() and skip everything.
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                enable_auto_commit=False, isolation_level="read_committed")
+                                enable_auto_commit=False, isolation_level="read_committed",
+                                auto_offset_reset="earliest")
     await consumer.start()
     try:
         # ensure_topics created it with settings.partitions partitions.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from typing import Any
 
 from segments.settings import Settings
@@ -36,9 +35,5 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from stream.api_server import serve
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
     settings = Settings.from_env()
     return asyncio.run(serve(settings, args.host, args.port, read_model=args.read_model))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import sys
 import time
 from datetime import UTC, datetime
@@ -103,7 +102,6 @@ def _read_key(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(_run(args, Settings.from_env()))
     except _Refused as exc:

@@ -8,13 +8,9 @@ the operator makes with `--host`, not a default.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import time
 from typing import Any
-
-import orjson
 
 from segments.settings import Settings
 
@@ -40,32 +36,6 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-class _JsonFormatter(logging.Formatter):
-    """JSON lines; access lines are already JSON objects and pass through as they are."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.name == "segments.connector.access":
-            return record.getMessage()
-        doc = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info and record.exc_info[0] is not None:
-            doc["exc_type"] = record.exc_info[0].__name__
-            doc["traceback"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc).decode()
-
-
-def configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("SEGMENTS_LOG_LEVEL", "INFO").upper())
-
-
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -73,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     from connectors.server import create_app, serve
     from segments.topics import ensure_topics
 
-    configure_logging()
     settings = Settings.from_env()
     mode = os.environ.get("SEGMENTS_WEBHOOK_REGISTRATION", "stripe").strip() or "stripe"
     if mode not in REGISTRATION_MODES:

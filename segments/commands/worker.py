@@ -24,24 +24,42 @@ def register(sub: Any) -> None:
                         help="table storage directory (default: SEGMENTS_DATADIR or "
                              ".stack/worker-data); give each worker on one host its own")
     parser.add_argument("--store", default=None,
-                        help="faust table store: rocksdb:// (default when rocksdict is "
-                             "installed) or memory:// (recovers from the changelog)")
+                        help="Faust's store (default memory://); the agents keep their state "
+                             "in memory with their own changelogs, so this rarely matters")
     parser.add_argument("--at-least-once", action="store_true",
                         help="disable Kafka transactions (lower latency, duplicates on crash)")
     parser.add_argument("--metrics-port", type=int, default=None,
-                        help="serve Prometheus metrics on this port (127.0.0.1)")
-    parser.add_argument("--loglevel", default="info")
+                        help="serve Prometheus metrics (including the group's consumer "
+                             "lag) on this port")
+    parser.add_argument("--metrics-host", default="127.0.0.1",
+                        help="interface of the metrics port (default 127.0.0.1; 0.0.0.0 "
+                             "in a container)")
+    parser.add_argument("--loglevel", default=None,
+                        help="log level (default: SEGMENTS_LOG_LEVEL, else info)")
     parser.set_defaults(func=run)
+
+
+def source_topics(settings: Settings) -> list[str]:
+    """The topics the worker's consumer group reads (its lag is measured on them)."""
+    from connectors.contract import EVENTS_TOPIC
+    from stream.app import CONTROL_TOPIC
+    from stream.changes import RULES_TOPIC
+    from stream.facts import FACTS_TOPIC
+
+    return [settings.topic(t) for t in (EVENTS_TOPIC, FACTS_TOPIC, CONTROL_TOPIC, RULES_TOPIC)]
 
 
 def run(args: argparse.Namespace) -> int:
     import faust
 
+    from segments.lag import ConsumerLagCollector
     from segments.topics import ensure_topics
     from stream.app import StreamOptions, create_app
 
     settings = Settings.from_env()
-    logging.basicConfig(level=args.loglevel.upper())
+    root = logging.getLogger()
+    if args.loglevel:
+        root.setLevel(args.loglevel.upper())
     asyncio.run(ensure_topics(settings))
     options = StreamOptions(
         processing_guarantee="at_least_once" if args.at_least_once else "exactly_once",
@@ -52,8 +70,12 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr="127.0.0.1",
-                          registry=app.segments_metrics.registry)
-    worker = faust.Worker(app, loglevel=args.loglevel)
+        registry = app.segments_metrics.registry
+        registry.register(ConsumerLagCollector(settings.kafka_bootstrap_servers, app.conf.id,
+                                               source_topics(settings)))
+        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
+    # Logging stays as `segments.logs` set it (JSON or text), not Faust's colour logs.
+    worker = faust.Worker(app, loglevel=logging.getLevelName(root.level).lower(),
+                          override_logging=False)
     worker.execute_from_commandline()
     return 0

@@ -49,7 +49,7 @@ async def test_faust_table_exactly_once(settings: Settings, tmp_path: Path) -> N
     """A table-backed agent under exactly_once sends to a topic it does not consume."""
     import faust
 
-    from stream.eos import install
+    from stream.eos import install, processing
 
     install()
     await ensure_topics(settings, (TopicSpec("smoke.in"), TopicSpec("smoke.out")))
@@ -72,9 +72,10 @@ async def test_faust_table_exactly_once(settings: Settings, tmp_path: Path) -> N
     @app.agent(source)
     async def count(stream):  # type: ignore[no-untyped-def]
         async for key, _value in stream.items():
-            name = key.decode()
-            counts[name] += 1
-            await sink.send(key=key, value=b"%d" % counts[name])
+            async with processing(app):
+                name = key.decode()
+                counts[name] += 1
+                await sink.send(key=key, value=b"%d" % counts[name], force=True)
 
     async with running(app):
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)

@@ -18,6 +18,7 @@ import pytest
 
 from connectors.contract import message_key
 from connectors.store import new_connection_id
+from segments.logs import record_fields
 from segments.settings import Settings
 from tests.connector_harness import (
     Connector,
@@ -251,7 +252,7 @@ async def test_health_metrics_and_one_summary_line_without_secrets(
     assert "segments_webhook_publish_duration_seconds_count 1.0" in text
     assert "segments_connector_http_server_errors_total" in text
 
-    lines = [json.loads(r.getMessage()) for r in caplog.records
+    lines = [dict(record_fields(r)) for r in caplog.records
              if r.name == "segments.connector.access"]
     webhook_lines = [ln for ln in lines if ln["path"].startswith("/webhooks/")]
     assert len(webhook_lines) == 2  # one per request

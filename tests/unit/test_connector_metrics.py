@@ -41,3 +41,26 @@ def test_every_reject_reason_is_exported_from_the_start() -> None:
 def test_two_apps_in_one_process_do_not_collide() -> None:
     ConnectorMetrics()
     ConnectorMetrics()
+
+
+def test_backfill_progress_gauges_follow_the_cursor_and_go_with_the_connection() -> None:
+    from connectors.backfill_state import BackfillProgress, Cursor
+
+    metrics = ConnectorMetrics()
+    running = BackfillProgress("conn_a", "acme", since=1000, until=2000, events=40,
+                               rate_per_s=12.5, cursor=Cursor(lo=1250, hi=2000))
+    metrics.backfill_progress(running)
+    labels = {"connection_id": "conn_a"}
+    value = metrics.registry.get_sample_value
+    assert value("segments_backfill_events", labels) == 40
+    assert value("segments_backfill_window_progress_ratio", labels) == 0.25
+    assert value("segments_backfill_running", labels) == 1
+    assert value("segments_backfill_rate_events_per_second", labels) == 12.5
+
+    metrics.backfill_progress(running.with_(state="done", cursor=None, events=90))
+    assert value("segments_backfill_window_progress_ratio", labels) == 1.0
+    assert value("segments_backfill_running", labels) == 0
+    assert value("segments_backfill_events", labels) == 90
+
+    metrics.forget_connection("conn_a")
+    assert "conn_a" not in metrics.render().decode()

@@ -28,7 +28,7 @@ from stream import eos
 from stream.app import CONTROL_TOPIC, StreamOptions
 from stream.changes import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC, member_key, member_state
 from stream.classify import ClassifyError
-from stream.contacts import ContactResolver, ContactTables, sweep
+from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
 from stream.facts import FACTS_TOPIC, Fact, FactDecodeError
 from stream.membership import (
     ContactState,
@@ -114,6 +114,23 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
             log.info("partition %d: swept %d expired entries, %d parked facts", p,
                      removed, dropped)
 
+    async def look_up_emails(resolver: ContactResolver, raw: RawEvent, outcome: Outcome) -> None:
+        """Ask the injected look-up for customers nobody told us about; release facts."""
+        lookup = options.email_lookup
+        if lookup is None:
+            return
+        for customer_id in outcome.parked_customers:
+            try:
+                email = await lookup(raw.connection_id, customer_id)
+            except Exception as exc:  # a failed look-up leaves the facts parked
+                metrics.email_lookup_failures.inc()
+                log.warning("email look-up failed for a customer of %s: %s",
+                            raw.connection_id, type(exc).__name__)
+                continue
+            learned = resolver.learn(raw, customer_id, email, clock())
+            outcome.facts.extend(learned.facts)
+            outcome.released += learned.released
+
     @app.agent(raw_events, name="classify", concurrency=1)
     async def classify(stream: Any) -> None:
         async for event in stream.events():
@@ -127,6 +144,7 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
                 try:
                     raw = RawEvent.from_bytes(event.value)
                     outcome = resolver.handle(raw, clock())
+                    await look_up_emails(resolver, raw, outcome)
                     metrics.record_outcome(raw.event_type, outcome)
                     for fact in outcome.facts:
                         await facts_out.send(key=fact.key(), value=fact.to_bytes(), force=True)

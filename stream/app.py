@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from stream import eos
 # mypy: disable-error-code="untyped-decorator"
 
 Clock = Callable[[], int]
+#: (connection id, Stripe customer id) -> the customer's email, None if it has none.
+EmailLookup = Callable[[str, str], Awaitable[str | None]]
 
 CONTROL_TOPIC = "segments.control"
 
@@ -41,6 +43,9 @@ class StreamOptions:
     tick_interval: float = 1.0
     clock: Clock = system_clock
     web_port: int | None = None
+    #: Asked when a fact's customer has no known email (a customer older than the
+    #: backfill window has no customer.* event); None waits for such an event.
+    email_lookup: EmailLookup | None = None
 
 
 def default_store(processing_guarantee: str) -> str:

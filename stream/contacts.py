@@ -28,6 +28,8 @@ class Outcome:
     facts: list[Fact] = field(default_factory=list)
     duplicates: int = 0
     parked: int = 0
+    #: Stripe customers whose email is unknown here, newly waited on: worth a look-up.
+    parked_customers: list[str] = field(default_factory=list)
     released: int = 0
     dropped_no_email: int = 0
 
@@ -76,6 +78,12 @@ class ContactResolver:
             self._customer_email(raw, update[0], update[1], now, out)
         for occurrence in classify(raw.event):
             self._occurrence(raw, occurrence, now, out)
+        return out
+
+    def learn(self, raw: RawEvent, customer_id: str, email: str | None, now: int) -> Outcome:
+        """An email found elsewhere (the API look-up): remember it, release what waits."""
+        out = Outcome()
+        self._customer_email(raw, customer_id, email, now, out)
         return out
 
     def _customer_email(self, raw: RawEvent, customer_id: str, email: str | None, now: int,
@@ -138,6 +146,9 @@ class ContactResolver:
             waiting = waiting[-MAX_PARKED_PER_CUSTOMER:]
         self.t.parked[key] = waiting
         out.parked += 1
+        known = key in self.t.customers  # "" means: known to have no email
+        if not known and occ.customer_id not in out.parked_customers:
+            out.parked_customers.append(occ.customer_id)
 
     def _emit(self, raw: RawEvent, occ: Occurrence, email: str, now: int, out: Outcome) -> None:
         seen_key = f"{raw.account_id}\x1f{occ.fact_id}"

@@ -25,6 +25,9 @@ class StreamMetrics:
         self.no_email = Counter("segments_dropped_no_email_total",
                                 "Occurrences dropped: no email can ever name the contact",
                                 registry=r)
+        self.email_lookup_failures = Counter(
+            "segments_email_lookup_failures_total",
+            "Customer email look-ups that failed (the facts stay parked)", registry=r)
         self.dead_letters = Counter("segments_dead_letters_total",
                                     "Records sent to the dead-letter topic", registry=r)
         self.changes = Counter("segments_membership_changes_total", "Membership changes",

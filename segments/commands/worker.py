@@ -26,6 +26,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--store", default=None,
                         help="Faust's store (default memory://); the agents keep their state "
                              "in memory with their own changelogs, so this rarely matters")
+    parser.add_argument("--no-email-lookup", action="store_true",
+                        help="never ask Stripe for a customer's email; facts wait for a "
+                             "customer.* event instead")
     parser.add_argument("--at-least-once", action="store_true",
                         help="disable Kafka transactions (lower latency, duplicates on crash)")
     parser.add_argument("--metrics-port", type=int, default=None,
@@ -52,6 +55,7 @@ def source_topics(settings: Settings) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import faust
 
+    from segments.email_lookup import connector_email_lookup
     from segments.lag import ConsumerLagCollector
     from segments.topics import ensure_topics
     from stream.app import StreamOptions, create_app
@@ -65,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         processing_guarantee="at_least_once" if args.at_least_once else "exactly_once",
         store=args.store,
         datadir=args.datadir,
+        email_lookup=None if args.no_email_lookup else connector_email_lookup(settings),
     )
     app = create_app(settings, options)
     if args.metrics_port is not None:

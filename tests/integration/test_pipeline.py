@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -143,3 +144,32 @@ async def test_facts_rules_and_time(settings: Settings, topics: Topics, tmp_path
         ]
         facts = await topics.read("stripe.facts")
         assert len(facts) == 2  # three announcements of Ann's payment were one fact
+
+
+async def test_customer_email_from_the_connector_cache(settings: Settings, topics: Topics,
+                                                       tmp_path: Path) -> None:
+    """A customer older than the backfill window has no customer.* event: the stream
+    asks the connector's resolver (here answered from its real Redis cache)."""
+    import redis.asyncio as aioredis
+
+    from connectors.emails import EmailResolver
+    from segments.email_lookup import connector_email_lookup
+
+    async def no_key(connection_id: str) -> str | None:
+        return None
+
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        await EmailResolver(redis, settings, no_key).remember("conn1", "cus_old",
+                                                              "Old@Example.com")
+    finally:
+        await redis.aclose()
+    app = create_app(settings, StreamOptions(
+        store="memory://", datadir=str(tmp_path),
+        email_lookup=connector_email_lookup(settings)))
+    async with running(app):
+        await topics.rule(rule("paid", "charge_succeeded"), "acme", "paid")
+        ch = se.charge(billing_email=None, customer="cus_old", created=int(time.time()))
+        await topics.raw(se.event("charge.succeeded", ch))
+        changes = await wait_changes(topics, 1)
+        assert summary(changes)[0][:3] == ("paid", "old@example.com", "joined")

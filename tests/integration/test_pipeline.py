@@ -62,6 +62,61 @@ class Topics:
             self.seen[name].extend(records)
         return self.seen[name]
 
+    async def drained(self, timeout: float = 60) -> list[MembershipChange]:
+        """Every membership change there will be for what was produced so far.
+
+        Waits until the workers' group has committed its inputs (stripe.events, and
+        stripe.facts up to its last transaction marker) — output commits with the input
+        offsets under exactly-once — then reads segments.membership to its end.
+        """
+        from aiokafka import TopicPartition
+
+        s = self.settings
+        group = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers,
+                                 group_id=f"{s.topic_prefix}segments",
+                                 enable_auto_commit=False, isolation_level="read_committed")
+        await group.start()
+        try:
+            inputs = [TopicPartition(s.topic(name), p)
+                      for name in (EVENTS_TOPIC, "stripe.facts") for p in range(s.partitions)]
+
+            probe = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers,
+                                     isolation_level="read_committed", enable_auto_commit=False)
+            await probe.start()
+
+            async def inputs_committed() -> bool:
+                """No committed record lies past the group's committed offsets."""
+                probe.assign(inputs)
+                for tp in inputs:
+                    probe.seek(tp, await group.committed(tp) or 0)
+                ends = await probe.end_offsets(inputs)
+                for _ in range(10):
+                    if await probe.getmany(timeout_ms=300):
+                        return False
+                    behind = [tp for tp in inputs if await probe.position(tp) < ends[tp]]
+                    if not behind:
+                        return True
+                return False
+
+            try:
+                await async_wait_for(inputs_committed, timeout, what="inputs committed")
+            finally:
+                await probe.stop()
+            out = [TopicPartition(s.topic(MEMBERSHIP_TOPIC), p) for p in range(s.partitions)]
+            ends = await group.end_offsets(out)
+        finally:
+            await group.stop()
+        async def read_to_end() -> bool:
+            await self.read(MEMBERSHIP_TOPIC)
+            consumer = self.consumers[MEMBERSHIP_TOPIC]
+            for tp, end in ends.items():
+                if end and (tp not in consumer.assignment() or await consumer.position(tp) < end):
+                    return False
+            return True
+
+        await async_wait_for(read_to_end, timeout, what="membership read to its end")
+        return await self.changes()
+
     async def changes(self) -> list[MembershipChange]:
         return [MembershipChange.from_bytes(r.value) for r in await self.read(MEMBERSHIP_TOPIC)]
 
@@ -173,3 +228,34 @@ async def test_customer_email_from_the_connector_cache(settings: Settings, topic
         await topics.raw(se.event("charge.succeeded", ch))
         changes = await wait_changes(topics, 1)
         assert summary(changes)[0][:3] == ("paid", "old@example.com", "joined")
+
+
+async def test_rule_change_and_account_isolation(settings: Settings, topics: Topics,
+                                                 tmp_path: Path) -> None:
+    """`gt 50` → `gt 100` makes exactly the 50-100 payers leave; two accounts using the
+    same segment id never see each other's contacts."""
+    now = int(time.time())
+    app = create_app(settings, StreamOptions(store="memory://", datadir=str(tmp_path)))
+    async with running(app):
+        for account in ("acme", "globex"):
+            await topics.rule(rule("vip", "charge_succeeded",
+                                   {"field": "amount", "op": "gt", "value": "50"},
+                                   account=account), account, "vip")
+        payments = {("acme", "low@a.com"): 4_000, ("acme", "mid@a.com"): 7_500,
+                    ("acme", "high@a.com"): 20_000, ("globex", "mid@g.com"): 8_000}
+        for (account, email), amount in payments.items():
+            ch = se.charge(amount=amount, billing_email=email, created=now)
+            await topics.raw(se.event("charge.succeeded", ch), account=account,
+                             connection=f"conn-{account}")
+        joined = await wait_changes(topics, 3)
+        assert sorted((c.account_id, c.email, c.change) for c in joined) == [
+            ("acme", "high@a.com", "joined"), ("acme", "mid@a.com", "joined"),
+            ("globex", "mid@g.com", "joined")]
+        await topics.rule(rule("vip", "charge_succeeded",
+                               {"field": "amount", "op": "gt", "value": "100"},
+                               account="acme", version=2), "acme", "vip")
+        changes = await wait_changes(topics, 4)
+        assert [(c.account_id, c.email, c.change, c.cause, c.rule_version)
+                for c in changes[3:]] == [("acme", "mid@a.com", "left", "rule", 2)]
+        # Everything the inputs caused, so an extra change (a leave in globex) would show.
+        assert len(await topics.drained()) == 4

@@ -83,3 +83,23 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPIC
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def delete_topics_with_prefix(bootstrap_servers: str, prefix: str) -> int:
+    """Delete every topic whose name starts with `prefix` (tests, demos); returns count.
+
+    Refuses an empty prefix: that would be every topic of the cluster.
+    """
+    if not prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        doomed = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return len(doomed)
+    finally:
+        await admin.close()

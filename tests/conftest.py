@@ -86,11 +86,21 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, redis_url: str, topic_prefix: str) -> Settings:
-    return Settings(
+def settings(kafka_bootstrap: str, redis_url: str, topic_prefix: str) -> Iterator[Settings]:
+    """The test's settings; its topics are deleted afterwards, so a long suite does not
+    pile thousands of partitions (and their file handles) onto the broker."""
+    yield Settings(
         kafka_bootstrap_servers=kafka_bootstrap,
         redis_url=redis_url,
         topic_prefix=topic_prefix,
         partitions=4,
         secret_key=TEST_SECRET_KEY,
     )
+    import asyncio
+
+    from segments.topics import delete_topics_with_prefix
+
+    try:
+        asyncio.run(delete_topics_with_prefix(kafka_bootstrap, topic_prefix))
+    except Exception as exc:  # cleanup only: never fail a test on it
+        print(f"could not delete topics of {topic_prefix}: {exc}")

@@ -50,6 +50,15 @@ def is_alive(pid: int) -> bool:
     return True
 
 
+def _raise_open_files_limit() -> None:
+    """A broker holds file handles per partition: give it all the process may have."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def spawn(argv: Sequence[str], logfile: Path, pidfile: Path, cwd: Path | None = None) -> int:
     logfile.parent.mkdir(parents=True, exist_ok=True)
     with open(logfile, "ab") as log:
@@ -60,6 +69,7 @@ def spawn(argv: Sequence[str], logfile: Path, pidfile: Path, cwd: Path | None = 
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_raise_open_files_limit,
         )
     pidfile.write_text(str(proc.pid))
     return proc.pid

@@ -102,20 +102,30 @@ class Topics:
                 await async_wait_for(inputs_committed, timeout, what="inputs committed")
             finally:
                 await probe.stop()
-            out = [TopicPartition(s.topic(MEMBERSHIP_TOPIC), p) for p in range(s.partitions)]
-            ends = await group.end_offsets(out)
         finally:
             await group.stop()
-        async def read_to_end() -> bool:
-            await self.read(MEMBERSHIP_TOPIC)
-            consumer = self.consumers[MEMBERSHIP_TOPIC]
+        await self.read_to_end(MEMBERSHIP_TOPIC, timeout)
+        return await self.changes()
+
+    async def read_to_end(self, name: str, timeout: float = 60) -> list[Any]:
+        """Everything committed on topic `name` so far (read_committed, to its end)."""
+        from aiokafka import TopicPartition
+
+        await self.read(name)
+        consumer = self.consumers[name]
+        tps = [TopicPartition(self.settings.topic(name), p)
+               for p in range(self.settings.partitions)]
+        ends = await consumer.end_offsets(tps)
+
+        async def at_end() -> bool:
+            await self.read(name)
             for tp, end in ends.items():
                 if end and (tp not in consumer.assignment() or await consumer.position(tp) < end):
                     return False
             return True
 
-        await async_wait_for(read_to_end, timeout, what="membership read to its end")
-        return await self.changes()
+        await async_wait_for(at_end, timeout, what=f"{name} read to its end")
+        return self.seen[name]
 
     async def changes(self) -> list[MembershipChange]:
         return [MembershipChange.from_bytes(r.value) for r in await self.read(MEMBERSHIP_TOPIC)]
@@ -259,3 +269,47 @@ async def test_rule_change_and_account_isolation(settings: Settings, topics: Top
                 for c in changes[3:]] == [("acme", "mid@a.com", "left", "rule", 2)]
         # Everything the inputs caused, so an extra change (a leave in globex) would show.
         assert len(await topics.drained()) == 4
+
+
+async def test_facts_exact_from_a_mixed_stream(settings: Settings, topics: Topics,
+                                              tmp_path: Path) -> None:
+    """Webhook retries, siblings, a backfill overlapping webhooks, late old events and
+    partial refunds announced twice: each real-world occurrence is one fact, at its
+    event time."""
+    now = int(time.time())
+    app = create_app(settings, StreamOptions(store="memory://", datadir=str(tmp_path)))
+    async with running(app):
+        paid = se.charge(amount=12_000, billing_email="ann@example.com", created=now - 60)
+        paid_event = se.event("charge.succeeded", paid, created=now - 60)
+        await topics.raw(paid_event)
+        await topics.raw(paid_event)  # webhook retry
+        await topics.raw(se.event("payment_intent.succeeded", se.payment_intent(paid)))
+        await topics.raw(paid_event, source="backfill")  # the backfill overlaps
+        # A payment ten days old, delivered late by the backfill.
+        old = se.charge(amount=3_000, billing_email="bob@example.com",
+                        created=now - 10 * 86_400)
+        await topics.raw(se.event("charge.succeeded", old, created=now - 10 * 86_400),
+                         source="backfill")
+        # Two partial refunds of Ann's payment, each announced by charge.refunded and
+        # refund.created.
+        for charge_refunded, refund_created in se.refund_events(paid, [2_000, 3_000]):
+            await topics.raw(charge_refunded)
+            await topics.raw(refund_created)
+
+        async def facts() -> list[Any] | None:
+            records = await topics.read("stripe.facts")
+            return records if len(records) >= 4 else None
+
+        await async_wait_for(facts, 45, what="4 facts")
+        # Everything classify will ever make of these inputs, so an extra fact would show.
+        await topics.drained()
+        records = await topics.read_to_end("stripe.facts")
+    got = sorted((f["filter"], f["email"], f.get("refund_amount"), f["occurred_at"])
+                 for f in (orjson.loads(r.value) for r in records))
+    refunds = [f for f in got if f[0] == "refunded"]
+    assert [f[:3] for f in got if f[0] != "refunded"] == [
+        ("charge_succeeded", "ann@example.com", None),
+        ("charge_succeeded", "bob@example.com", None)]
+    assert sorted(f[2] for f in refunds) == [2_000, 3_000]
+    assert {f[3] for f in got if f[1] == "bob@example.com"} == {now - 10 * 86_400}
+    assert len(records) == 4

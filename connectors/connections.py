@@ -43,6 +43,8 @@ MAX_REQUEST_BYTES = 64 * 1024
 BACKFILL_DAYS = 30
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
+#: What Stripe secrets (and publishable keys) start with: never a valid account id.
+SECRET_PREFIXES = ("sk_", "rk_", "pk_", "whsec_")
 FIELDS = frozenset({"account_id", "api_key", "webhook_secret"})
 
 
@@ -90,6 +92,11 @@ def parse_connect_request(body: bytes) -> ConnectRequest:
         raise FieldError(
             "account_id", "required: 1-128 characters of letters, digits and _ . : @ -"
         )
+    if account_id.startswith(SECRET_PREFIXES):
+        # A key pasted into the wrong field would otherwise be stored, logged and put on
+        # every topic in clear, as the account id.
+        raise FieldError("account_id", "looks like a Stripe key or webhook secret; "
+                                       "account_id is the Center account's id")
     api_key = doc.get("api_key")
     if isinstance(api_key, str) and api_key.startswith("pk_"):
         raise FieldError("api_key", "a publishable key cannot read account data; paste a "

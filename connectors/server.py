@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from connectors.connections import ConnectionsApi
 from connectors.metrics import CONTENT_TYPE_LATEST, ConnectorMetrics
@@ -96,6 +96,20 @@ def summary_middleware(metrics: ConnectorMetrics) -> Any:
     return middleware
 
 
+async def expect_handler(request: web.Request) -> None:
+    """`Expect: 100-continue` as aiohttp does it; any other expectation a plain 417.
+
+    aiohttp's own handler puts the header's value into its 417 text, and a value that is
+    not UTF-8 then fails to encode: a 500, outside every middleware (found by
+    tests/reliability/test_fuzz_webhooks.py).
+    """
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        if request.version == HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return
+    raise web.HTTPExpectationFailed(text="unsupported Expect header")
+
+
 async def healthz(request: web.Request) -> web.Response:
     """200 when Redis and Kafka both answer now, else 503 naming what does not."""
     store = request.app[STORE]
@@ -157,12 +171,15 @@ def create_app(
     app = web.Application(middlewares=[summary_middleware(metrics)],
                           client_max_size=1 << 20)
     app[METRICS], app[STORE], app[SINK], app[CONNECTIONS] = metrics, store, sink, connections
-    app.router.add_post("/webhooks/stripe/{connection_id}", receiver.handle)
-    app.router.add_post("/connections", connections.create)
-    app.router.add_get("/connections/{connection_id}", connections.show)
-    app.router.add_delete("/connections/{connection_id}", connections.delete)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_view)
+    routes = app.router
+    routes.add_post("/webhooks/stripe/{connection_id}", receiver.handle,
+                    expect_handler=expect_handler)
+    routes.add_post("/connections", connections.create, expect_handler=expect_handler)
+    routes.add_get("/connections/{connection_id}", connections.show, expect_handler=expect_handler)
+    routes.add_delete("/connections/{connection_id}", connections.delete,
+                      expect_handler=expect_handler)
+    routes.add_get("/healthz", healthz, expect_handler=expect_handler)
+    routes.add_get("/metrics", metrics_view, expect_handler=expect_handler)
 
     async def lifecycle(app: web.Application) -> Any:
         await app[SINK].start()

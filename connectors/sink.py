@@ -14,7 +14,6 @@ from typing import Protocol
 from connectors.contract import EVENTS_TOPIC, RawEvent
 from segments.settings import Settings
 
-
 #: The largest encoded envelope published: under the producer's `max_request_size` and
 #: the broker's `message.max.bytes` (both about 1 MiB), with room for the key and the
 #: record overhead. A bigger one would be refused by Kafka on every attempt.

@@ -2,14 +2,15 @@
 
 Strict in this order, cheapest first, producing nothing on any refusal:
 413 when the body is over 1 MiB (checked on Content-Length and while reading, so a
-huge body is never buffered) or its envelope over what Kafka takes, 404 for an unknown connection (the same answer as any
+huge body is never buffered), 404 for an unknown connection (the same answer as any
 unknown path, so ids of other accounts cannot be probed), 400 for a missing or wrong
 signature or a timestamp older than five minutes (verified over the raw bytes with the
 official library, against each of the connection's secrets during a rotation), 400
-for a body that is not a JSON object with an id and a type. Event types the engine
-does not use get a 2xx and are dropped. Everything else is published and answered 200
-only after Kafka acknowledged it with acks=all; when Kafka cannot take it the answer
-is 503 and Stripe delivers it again later.
+for a body that is not a JSON object with an id and a type (or nested deeper than the
+envelope can be written), 413 for an event whose envelope exceeds Kafka's record limit.
+Event types the engine does not use get a 2xx and are dropped. Everything else is
+published and answered 200 only after Kafka acknowledged it with acks=all; when Kafka
+cannot take it the answer is 503 and Stripe delivers it again later.
 """
 
 from __future__ import annotations

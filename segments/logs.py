@@ -111,6 +111,23 @@ def resolve_level(env: Mapping[str, str], default: str = "INFO") -> int:
     return level
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is *now*: a handler bound at start-up to a stream
+    that is later replaced and closed (a test runner's capture) would fail on every
+    record."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def configure(
     *,
     env: Mapping[str, str] | None = None,
@@ -134,13 +151,17 @@ def configure(
             raise LogConfigError(f"SEGMENTS_LOG_FORMAT must be json or text (got {fmt!r})")
     else:
         fmt = resolve_format(env, stream)
-        handler = logging.StreamHandler(stream)
+        handler = _StderrHandler() if stream is sys.stderr else logging.StreamHandler(stream)
     root_level = resolve_level(env, level or "INFO")
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
+    # Replace what an earlier `configure` installed, and nothing else (a host process,
+    # such as a test runner, may have handlers of its own on the root logger).
     for old in root.handlers[:]:
-        root.removeHandler(old)
-        old.close()
+        if getattr(old, "_segments_handler", False):
+            root.removeHandler(old)
+            old.close()
+    setattr(handler, "_segments_handler", True)  # noqa: B010 (a marker on a stdlib object)
     root.addHandler(handler)
     root.setLevel(root_level)
     for name in QUIET_LOGGERS:  # all of it at DEBUG, their warnings only otherwise

@@ -41,7 +41,7 @@ from stream.membership import (
 )
 from stream.metrics import StreamMetrics
 from stream.partition_state import PartitionState, rule_from_doc
-from stream.state import Codec, State, state_topic
+from stream.state import Codec, State, recover_all, state_topic
 
 log = logging.getLogger("segments.stream")
 #: How often each classify partition forgets dedup entries past their window.
@@ -80,11 +80,15 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
     contacts, partition_rules = state("contacts", "raw"), state("rules", "raw")
     partitions: dict[int, PartitionState] = {}
 
-    async def ready(p: int, *stores: State) -> None:
-        """Recover partition p of `stores` on its first event after an assignment."""
-        for store in stores:
-            if not store.loaded(p):
-                await store.recover(p)
+    async def ready(p: int, source_topic: str, *stores: State) -> None:
+        """Recover partition p of `stores` on its first event after an assignment,
+        together with every other assigned partition of `source_topic` not loaded yet."""
+        if all(store.loaded(p) for store in stores):
+            return
+        assigned = {tp.partition for tp in app.assignor.assigned_actives()
+                    if tp.topic == source_topic} | {p}
+        missing = sorted(q for q in assigned if not all(s.loaded(q) for s in stores))
+        await recover_all(list(stores), missing)
 
     async def flush_states() -> None:
         for store in states:
@@ -136,7 +140,7 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
         async for event in stream.events():
             async with eos.processing(app):
                 p = event.message.partition
-                await ready(p, customers, charges, seen, parked)
+                await ready(p, settings.topic(EVENTS_TOPIC), customers, charges, seen, parked)
                 tables = ContactTables(customers=customers.view(p), charges=charges.view(p),
                                        seen=seen.view(p), parked=parked.view(p))
                 resolver = ContactResolver(tables)
@@ -166,7 +170,7 @@ def wire(app: Any, settings: Settings, options: StreamOptions) -> None:
     async def partition_state(p: int) -> PartitionState:
         ps = partitions.get(p)
         if ps is None:
-            await ready(p, contacts, partition_rules)
+            await ready(p, settings.topic(FACTS_TOPIC), contacts, partition_rules)
             ps = partitions[p] = rebuild(p)
         return ps
 

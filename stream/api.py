@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from redis.exceptions import RedisError
 
 from segments.logs import fields
@@ -167,6 +167,19 @@ async def get_contact_segments(request: web.Request) -> web.Response:
     return json_response({"account_id": account_id, "email": email, "segments": segments})
 
 
+async def expect_handler(request: web.Request) -> None:
+    """`Expect: 100-continue` as aiohttp does it; any other expectation a plain 417.
+
+    aiohttp's own handler quotes the header's value in its 417 text, and a value that
+    is not UTF-8 then fails to encode: a 500 outside every middleware.
+    """
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        if request.version == HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return
+    raise web.HTTPExpectationFailed(text="unsupported Expect header")
+
+
 async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[REDIS].ping()
@@ -189,11 +202,14 @@ def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed) -
     app[METRICS] = metrics_
     app[FEED] = feed
     app[REDIS] = redis
-    app.router.add_get("/segments", list_segments)
-    app.router.add_get("/segments/{segment_id}", get_segment)
-    app.router.add_get("/segments/{segment_id}/members", get_members)
-    app.router.add_get("/accounts/{account_id}/contacts/{email}/segments", get_contact_segments)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    for path, handler in (
+        ("/segments", list_segments),
+        ("/segments/{segment_id}", get_segment),
+        ("/segments/{segment_id}/members", get_members),
+        ("/accounts/{account_id}/contacts/{email}/segments", get_contact_segments),
+        ("/healthz", healthz),
+        ("/metrics", metrics),
+    ):
+        app.router.add_get(path, handler, expect_handler=expect_handler)
     api_web.add_routes(app)
     return app

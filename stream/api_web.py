@@ -16,7 +16,7 @@ from importlib import resources
 import orjson
 from aiohttp import web
 
-from stream.api import FEED, account_param
+from stream.api import FEED, account_param, expect_handler
 from stream.change_feed import Event
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ async def _close_streams(app: web.Application) -> None:
 
 def add_routes(app: web.Application) -> None:
     app[STATIC_FILES] = _load_static()
-    app.router.add_get("/", index)
-    app.router.add_get("/static/{name}", static)
-    app.router.add_get("/events", events)
+    app.router.add_get("/", index, expect_handler=expect_handler)
+    app.router.add_get("/static/{name}", static, expect_handler=expect_handler)
+    app.router.add_get("/events", events, expect_handler=expect_handler)
     app.on_shutdown.append(_close_streams)

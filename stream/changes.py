@@ -8,7 +8,7 @@ email); a leave writes a tombstone, so the topic alone rebuilds the whole pictur
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -45,7 +45,9 @@ class MembershipChange:
         return contact_key(self.account_id, self.email)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        # orjson serializes a (slotted) dataclass natively, fields in declaration order:
+        # the same bytes as `orjson.dumps(asdict(self))`, without the deep copy.
+        return orjson.dumps(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> MembershipChange:

@@ -8,7 +8,7 @@ time zones in the hot path; rules convert calendar dates to instants once, at lo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -69,9 +69,26 @@ class Fact:
         return contact_key(self.account_id, self.email)
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["plans"] = list(self.plans)
-        return doc
+        # Spelled out rather than `dataclasses.asdict`, which deep-copies every field
+        # recursively: this runs for every fact published and every fact of a contact
+        # whose state is saved (several times per event). Same keys, same order.
+        return {
+            "fact_id": self.fact_id,
+            "filter": self.filter,
+            "account_id": self.account_id,
+            "connection_id": self.connection_id,
+            "email": self.email,
+            "occurred_at": self.occurred_at,
+            "customer_id": self.customer_id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "refund_amount": self.refund_amount,
+            "plans": list(self.plans),
+            "start_date": self.start_date,
+            "end_date": self.end_date,
+            "source_event_id": self.source_event_id,
+            "source_event_type": self.source_event_type,
+        }
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.to_dict())

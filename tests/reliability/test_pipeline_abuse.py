@@ -1,0 +1,248 @@
+"""Abuse across the whole pipeline: connector → stream → read model → query API.
+
+One pipeline for the module (in-process connector, Faust app and serving process on
+the session's real Kafka and Redis), two Center accounts connected with their own
+webhook secrets, and the same segment id and the same emails in both:
+
+- replayed webhooks (same body, same signature, several times, plus a sibling event)
+  are all acknowledged and collapse to one fact downstream;
+- a webhook signed with the other connection's secret is refused by either connection;
+- no query of the API, for any account, segment or email (valid, unknown, or built
+  to confuse the key layout), returns anything of the other account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+
+from connectors.contract import EVENTS_TOPIC
+from connectors.store import new_connection_id
+from segments.settings import Settings
+from segments.topics import ensure_topics
+from stream.api_server import ApiProcess
+from stream.app import StreamOptions, create_app
+from stream.changes import RULES_TOPIC, rule_key
+from stream.facts import FACTS_TOPIC
+from tests.conftest import TEST_SECRET_KEY
+from tests.connector_harness import Connector, end_offsets_total, running_connector
+from tests.faust_runner import running
+from tests.reliability.ledger import LEDGER
+from tests.reliability.raw_http import exchange, request_bytes
+from tests.reliability.topics import read_topic
+from tests.stripe_signing import sign
+from tests.unit import stripe_events as se
+from tests.waiting import async_wait_for
+
+pytestmark = [pytest.mark.reliability, pytest.mark.asyncio(loop_scope="module")]
+
+ACCOUNTS = ("acme", "globex")
+#: Who is in segment "vip" of each account (same segment id, overlapping emails).
+MEMBERS = {"acme": ("ann@example.com", "bob@example.com"),
+           "globex": ("ann@example.com", "carol@example.com")}
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    connector: Connector
+    api: ApiProcess
+    http: aiohttp.ClientSession
+    connections: dict[str, str]
+    secrets: dict[str, str]
+
+    async def post(self, account: str, body: bytes, secret: str | None = None,
+                   connection: str | None = None) -> int:
+        header = sign(body, secret or self.secrets[account])
+        status, _ = await self.connector.post_webhook(
+            connection or self.connections[account], body, {"Stripe-Signature": header})
+        return status
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        """Status and JSON answer (the text itself when the answer is not JSON)."""
+        async with self.http.get(self.api.url + path) as resp:
+            text = await resp.text()
+        try:
+            return resp.status, orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return resp.status, text
+
+
+def charge_event(email: str, amount: int = 5000) -> tuple[dict[str, Any], dict[str, Any]]:
+    now = int(time.time())
+    charge = se.charge(amount=amount, billing_email=email, created=now - 60)
+    return charge, se.event("charge.succeeded", charge, created=now - 60)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pipeline(kafka_bootstrap: str, redis_url: str,
+                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pipeline]:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    LEDGER.prefixes.add(prefix)
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, redis_url=redis_url,
+                        topic_prefix=prefix, partitions=4, secret_key=TEST_SECRET_KEY)
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for account in ACCOUNTS:
+            doc = {"id": "vip", "account_id": account, "name": f"{account} payers",
+                   "filter": "charge_succeeded", "conditions": [], "timezone": "UTC"}
+            await producer.send_and_wait(settings.topic(RULES_TOPIC), orjson.dumps(doc),
+                                         key=rule_key(account, "vip"))
+    finally:
+        await producer.stop()
+    datadir = tmp_path_factory.mktemp("faust")
+    app = create_app(settings, StreamOptions(store="memory://", datadir=str(datadir)))
+    async with running(app), running_connector(settings) as connector, \
+            ApiProcess(settings, port=0) as api, aiohttp.ClientSession() as http:
+        connections, secrets = {}, {}
+        for account in ACCOUNTS:
+            secrets[account] = LEDGER.webhook_secret()
+            connections[account] = new_connection_id()
+            await connector.store.create(
+                connection_id=connections[account], account_id=account,
+                api_key=LEDGER.api_key(), webhook_secret=secrets[account],
+                registration="manual", webhook_endpoint_id=None)
+        p = Pipeline(connector.settings, connector, api, http, connections, secrets)
+        for account, emails in MEMBERS.items():
+            for email in emails:
+                assert await p.post(account, orjson.dumps(charge_event(email)[1])) == 200
+        for account, emails in MEMBERS.items():
+            await wait_members(p, account, set(emails))
+        yield p
+
+
+async def wait_members(p: Pipeline, account: str, emails: set[str]) -> None:
+    async def there() -> bool:
+        status, doc = await p.get(f"/segments/vip/members?account_id={account}")
+        return status == 200 and {m["email"] for m in doc["members"]} >= emails
+
+    await async_wait_for(there, 90, interval=0.3, what=f"{account}/vip members {emails}")
+
+
+async def test_replayed_webhooks_become_one_fact(pipeline: Pipeline) -> None:
+    p = pipeline
+    charge, event = charge_event("dave@example.com", amount=777)
+    body = orjson.dumps(event)
+    header = sign(body, p.secrets["acme"])  # one signature, replayed as it is
+    before = await end_offsets_total(p.settings)
+    statuses = []
+    for _ in range(5):
+        status, _ = await p.connector.post_webhook(p.connections["acme"], body,
+                                                   {"Stripe-Signature": header})
+        statuses.append(status)
+    sibling = orjson.dumps(se.event("payment_intent.succeeded", se.payment_intent(charge)))
+    statuses.append(await p.post("acme", sibling))
+    assert statuses == [200] * 6  # Stripe's retries must be acknowledged, not refused
+    await wait_members(p, "acme", {"dave@example.com"})
+    assert await end_offsets_total(p.settings) - before == 6  # the connector keeps them all
+
+    async def facts_of_charge() -> list[Any]:
+        records = await read_topic(p.settings.kafka_bootstrap_servers,
+                                   p.settings.topic(FACTS_TOPIC))
+        return [r for r in records if charge["id"] in r.value.decode()]
+
+    await asyncio.sleep(1.0)  # a duplicate fact would follow the first within the batch
+    facts = await facts_of_charge()
+    assert len(facts) == 1, [f.value for f in facts]
+
+
+async def test_a_signature_made_with_another_connections_secret_is_refused(
+        pipeline: Pipeline) -> None:
+    p = pipeline
+    before = await end_offsets_total(p.settings)
+    _, event = charge_event("mallory@example.com")
+    body = orjson.dumps(event)
+    assert await p.post("acme", body, secret=p.secrets["globex"]) == 400
+    assert await p.post("globex", body, secret=p.secrets["acme"]) == 400
+    # Both v1 signatures in one header, one per secret: still only one is this endpoint's.
+    header = sign(body, [p.secrets["globex"], "whsec_not_anyones"])
+    status, _ = await p.connector.post_webhook(p.connections["acme"], body,
+                                               {"Stripe-Signature": header})
+    assert status == 400
+    await asyncio.sleep(0.5)
+    assert await end_offsets_total(p.settings) == before
+
+
+def _quoted(text: str) -> str:
+    return quote(text, safe="")
+
+
+async def test_no_query_returns_another_accounts_data(pipeline: Pipeline) -> None:
+    p = pipeline
+    only = {account: set(MEMBERS[account]) - set(MEMBERS[other])
+            for account, other in (("acme", "globex"), ("globex", "acme"))}
+    # Queries naming no account at all are the operator's view (the web page lists every
+    # account's segments); isolation is about queries made for one account.
+    accounts = [*ACCOUNTS, "initech", "acme:vip", "acme*", "*", "acme\x00", "ACME", "acme "]
+    segments = ["vip", "vip:acme", "vip*", "*", "", "VIP", "..", "vip\n"]
+    emails = ["ann@example.com", "bob@example.com", "carol@example.com", "*@example.com",
+              "ann@example.com:vip", "ANN@EXAMPLE.COM"]
+    asked = 0
+    for account in accounts:
+        paths = [f"/segments?account_id={_quoted(account)}"]
+        for segment in segments:
+            paths += [f"/segments/{_quoted(segment)}?account_id={_quoted(account)}",
+                      f"/segments/{_quoted(segment)}/members?account_id={_quoted(account)}"
+                      "&limit=1000"]
+        for email in emails:
+            paths.append(f"/accounts/{_quoted(account)}/contacts/{_quoted(email)}/segments")
+        for path in paths:
+            asked += 1
+            status, doc = await p.get(path)
+            assert status < 500, (path, status, doc)
+            text = (doc if isinstance(doc, str) else orjson.dumps(doc).decode()).lower()
+            for owner, emails_of_owner in only.items():
+                if account.lower() != owner:
+                    asked_for = unquote(path).lower()  # an answer may echo the question
+                    leaked = [e for e in emails_of_owner if e in text and e not in asked_for]
+                    assert not leaked, f"{path} shows {owner}'s {leaked}: {doc}"
+                    if owner not in account.lower():
+                        assert f'"{owner}"' not in text, f"{path} names {owner}: {doc}"
+    # The answers for each account are exactly its own.
+    for account in ACCOUNTS:
+        status, doc = await p.get(f"/segments/vip/members?account_id={account}&limit=1000")
+        assert status == 200
+        assert {m["email"] for m in doc["members"]} >= set(MEMBERS[account])
+        assert not {m["email"] for m in doc["members"]} & only["globex" if account == "acme"
+                                                              else "acme"]
+    # Header abuse on the query API: never a 5xx.
+    for value in (b"\x80\x80", b"100-continue\xff", b"x" * 9000):
+        raw = request_bytes("GET", "/segments/vip?account_id=acme", [(b"Expect", value)], b"")
+        port = int(p.api.url.rsplit(":", 1)[1])
+        for response in await asyncio.to_thread(exchange, port, raw):
+            assert response.status < 500, (value[:20], response)
+    # Without an account, a segment id two accounts use is refused without naming them.
+    status, doc = await p.get("/segments/vip")
+    assert status == 400
+    assert "globex" not in str(doc)
+    assert "acme" not in str(doc)
+    print(f"isolation: {asked} cross-account queries, none answered with another "
+          "account's data")
+
+
+async def test_raw_topic_holds_no_secret(pipeline: Pipeline) -> None:
+    """Everything the connector wrote is scanned (the suite-wide scan repeats this)."""
+    records = await read_topic(pipeline.settings.kafka_bootstrap_servers,
+                               pipeline.settings.topic(EVENTS_TOPIC))
+    assert records
+    for record in records:
+        LEDGER.check_bytes("topic message", record.value)
+    for secret in pipeline.secrets.values():
+        assert all(secret.encode() not in r.value for r in records)
+
+
+__all__ = ["Path", "replace"]

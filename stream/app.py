@@ -39,7 +39,7 @@ class StreamOptions:
     #: Table store; default `default_store(processing_guarantee)`.
     store: str | None = None
     datadir: str | None = None
-    commit_interval: float = 0.25
+    commit_interval: float = 0.5
     tick_interval: float = 1.0
     clock: Clock = system_clock
     web_port: int | None = None

@@ -27,3 +27,11 @@ stack-up: bootstrap
 
 stack-down:
 	$(PYTHON) -m segments.cli stack down
+
+# The benchmarks of docs/benchmarks.md, on the local stack (started if needed) or on the
+# broker KAFKA_BOOTSTRAP_SERVERS names. `make bench BENCH_ARGS=--quick`: small data.
+BENCH_ARGS ?=
+bench: bootstrap
+	$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[bench]'
+	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then $(PYTHON) -m segments.cli stack up; fi
+	$(PYTHON) bench/run_all.py $(BENCH_ARGS)

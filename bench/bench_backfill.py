@@ -17,7 +17,8 @@ localstripe lists every event type (it refuses `types[]`), so its pages carry ev
 drop; the figures count only the events produced.
 
 Run: `segments stack up` (Kafka and Redis), then `python bench/bench_backfill.py
-[customers]` (default 250 customers, about 1,100 produced events).
+[customers] [--repeats N] [--json FILE]` (default 250 customers, about 1,100 produced
+events; each configuration is run N times over the same seeded localstripe).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -43,7 +45,7 @@ from tests.stripe_activity import make_activity
 KEY = "sk_test_bench_0123456789"
 
 
-async def one_run(base: str, label: str, options: BackfillOptions) -> None:
+async def one_run(base: str, label: str, options: BackfillOptions) -> dict[str, float]:
     env = Settings.from_env()
     settings = Settings(**{**env.__dict__, "stripe_api_base": base,
                            "topic_prefix": f"bench{uuid.uuid4().hex[:8]}."})
@@ -64,10 +66,20 @@ async def one_run(base: str, label: str, options: BackfillOptions) -> None:
         await redis.aclose()
     print(f"{label:<44} {final.events:>6} events {final.pages:>5} pages "
           f"{elapsed:>7.2f} s {final.events / elapsed:>9,.0f} events/s "
-          f"{final.pages / elapsed:>6.1f} req/s")
+          f"{final.pages / elapsed:>6.1f} req/s", flush=True)
+    return {"events": final.events, "pages": final.pages, "seconds": elapsed,
+            "events_per_s": final.events / elapsed, "requests_per_s": final.pages / elapsed}
 
 
-async def main(customers: int) -> None:
+CONFIGS = {
+    "paced": ("paced 20 req/s (default), 100/page", {}),
+    "unpaced": ("unpaced (1000 req/s), 100/page", {"rate_per_s": 1000}),
+    "sequential": ("unpaced, strictly sequential publish",
+                   {"rate_per_s": 1000, "max_in_flight": 1}),
+}
+
+
+async def main(customers: int, repeats: int = 1) -> dict[str, list[dict[str, float]]]:
     with running_localstripe() as base:
         client = stripe.StripeClient(KEY, base_addresses={"api": base})
         started = time.perf_counter()
@@ -76,16 +88,26 @@ async def main(customers: int) -> None:
                      .auto_paging_iter())
         print(f"seeded {customers} customers, {listed} events in localstripe "
               f"({time.perf_counter() - started:.1f} s)")
-        base_options = {"settle_s": 0, "warm_customers": False}
-        await one_run(base, "paced 20 req/s (default), 100/page",
-                      BackfillOptions(**base_options))
-        await one_run(base, "unpaced (1000 req/s), 100/page",
-                      BackfillOptions(rate_per_s=1000, **base_options))
-        await one_run(base, "unpaced, strictly sequential publish",
-                      BackfillOptions(rate_per_s=1000, max_in_flight=1, **base_options))
+        base_options: dict[str, Any] = {"settle_s": 0, "warm_customers": False}
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGS}
+        for _ in range(repeats):
+            for name, (label, options) in CONFIGS.items():
+                results[name].append(await one_run(
+                    base, label, BackfillOptions(**{**base_options, **options})))
     print("bounds from Stripe's limits: live 100 req/s x 100 = 10,000 events/s; "
           "test 25 x 100 = 2,500 (paced at 20: 2,000)")
+    return results
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 250))
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("customers", type=int, nargs="?", default=250)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    out = asyncio.run(main(args.customers, args.repeats))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"customers": args.customers, "runs": out}, indent=2))

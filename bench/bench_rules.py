@@ -148,7 +148,8 @@ def _one_small_account_among_many() -> tuple[RuleIndex, list[str]]:
     return index, ["small"]
 
 
-def main() -> None:
+def measure(runs: int = RUNS) -> list[dict[str, Any]]:
+    """One row per installation: ns per fact (median, min, max of `runs`), and the rest."""
     scenarios = [
         Scenario("10 rules (1 account)", lambda: _uniform(1, 10)),
         Scenario("100,000 rules (1,000 accounts x 100)", lambda: _uniform(1_000, 100)),
@@ -161,12 +162,23 @@ def main() -> None:
         build_s = time.perf_counter() - build_start
         facts = _facts(accounts, FACTS_PER_RUN, seed=7)
         _evaluate(index, facts[:2_000])  # warm-up
-        runs = [_evaluate(index, facts) for _ in range(RUNS)]
-        per_fact = [ns for ns, _, _ in runs]
-        evaluated = runs[0][1] / len(facts)
-        matched = runs[0][2] / len(facts)
-        rows.append((scenario.name, len(index), build_s, per_fact, evaluated, matched))
+        results = [_evaluate(index, facts) for _ in range(runs)]
+        per_fact = [ns for ns, _, _ in results]
+        rows.append({"installation": scenario.name, "rules": len(index), "build_s": build_s,
+                     "ns_per_fact": per_fact,
+                     "rules_per_fact": results[0][1] / len(facts),
+                     "matched_per_fact": results[0][2] / len(facts)})
+    return rows
 
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=RUNS)
+    args = parser.parse_args()
+    rows = [(r["installation"], r["rules"], r["build_s"], r["ns_per_fact"],
+             r["rules_per_fact"], r["matched_per_fact"]) for r in measure(args.runs)]
     base = statistics.median(rows[0][3])
     header = (
         f"{'installation':40} {'rules':>8} {'build s':>8} {'ns/fact':>9} {'min':>8} "
@@ -182,7 +194,7 @@ def main() -> None:
             f"{max(per_fact):>8.0f} {evaluated:>10.2f} {per_rule:>8.0f} {median / base:>6.2f}"
         )
     print(
-        f"\nmedian of {RUNS} runs x {FACTS_PER_RUN:,} facts; ratio = ns/fact relative to the "
+        f"\nmedian of {args.runs} runs x {FACTS_PER_RUN:,} facts; ratio = ns/fact relative to the "
         f"first row; Python {sys.version.split()[0]}"
     )
 

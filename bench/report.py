@@ -1,0 +1,181 @@
+"""docs/benchmarks.md from the JSON report of `bench/run_all.py`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Row = tuple[str, dict[str, Any] | None, str, str, str]  # figure, summary, unit, goal, met
+
+
+def _num(value: float, unit: str) -> str:
+    if unit in ("events/s", "facts/s", "MiB", "ms") and abs(value) >= 100:
+        return f"{value:,.0f}"
+    if unit == "count":
+        return f"{value:,.0f}"
+    if unit == "ratio":
+        return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+    return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def _cell(summary: dict[str, Any] | None, unit: str) -> tuple[str, str, str]:
+    if not summary:
+        return ("n/a", "", "")
+    return (_num(summary["median"], unit), _num(summary["min"], unit),
+            _num(summary["max"], unit))
+
+
+def _get(report: dict[str, Any], *path: str) -> Any:
+    node: Any = report["benchmarks"]
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _met(summary: dict[str, Any] | None, ok: bool | None) -> str:
+    if summary is None or ok is None:
+        return ""
+    return "yes" if ok else "**no**"
+
+
+def rows(report: dict[str, Any]) -> list[tuple[str, list[Row]]]:
+    sections: list[tuple[str, list[Row]]] = []
+
+    t = _get(report, "throughput", "result", "summary", "at_least_once")
+    peer = _get(report, "throughput", "result", "summary", "peer_events_per_s")
+    cfg = _get(report, "throughput", "result", "config") or {}
+    ratio = (t or {}).get("ratio_to_bare")
+    sections.append((
+        f"End-to-end throughput, one worker, at-least-once ({cfg.get('events', '?'):,} events "
+        f"for {cfg.get('contacts', '?'):,} contacts, {cfg.get('rules', '?'):,} rules over "
+        f"{cfg.get('accounts', '?')} accounts)" if cfg else "End-to-end throughput", [
+            ("stream: stripe.events to membership output", (t or {}).get("stream_events_per_s"),
+             "events/s", "", ""),
+            ("bare aiokafka consume + orjson parse, same messages", (t or {}).get(
+                "bare_events_per_s"), "events/s", "", ""),
+            ("ratio stream / bare", ratio, "ratio", ">= 0.5",
+             _met(ratio, ratio["median"] >= 0.5 if ratio else None)),
+            ("peer: same pipeline in Quix Streams", peer, "events/s", "", ""),
+            ("ratio stream / Quix Streams", (t or {}).get("ratio_to_peer"), "ratio", "", ""),
+            ("applying the rules at start (worker start included)",
+             (t or {}).get("rules_load_s"), "s", "", ""),
+            ("worker RSS after the run", (t or {}).get("worker_rss_mib"), "MiB", "", ""),
+        ]))
+
+    lat = _get(report, "latency", "result", "summary") or {}
+    lat_cfg = _get(report, "latency", "result", "config") or {}
+    lat_rows: list[Row] = []
+    for label, s in lat.items():
+        goal, met = "", ""
+        if s["guarantee"] == "at_least_once" and s["rate"] >= 1000:
+            goal = "p99 < 100"
+            met = _met(s["p99_ms"], s["p99_ms"]["median"] < 100)
+        sent = int(s["rate"] * lat_cfg.get("seconds", 0))
+        lat_rows.append((f"{label}: p50", s["p50_ms"], "ms", "", ""))
+        lat_rows.append((f"{label}: p99", s["p99_ms"], "ms", goal, met))
+        lat_rows.append((f"{label}: POSTs refused (5xx or timeout), of {sent:,}",
+                         s["http_errors"], "count", "", ""))
+        lat_rows.append((f"{label}: accepted but never seen", s["missing"], "count", "", ""))
+    sections.append(("Latency, webhook POST to membership event readable (read_committed "
+                     "reader), open-loop offered load", lat_rows))
+
+    r = _get(report, "rules", "result", "summary") or {}
+    st = _get(report, "state", "result", "summary") or {}
+    st_cfg = _get(report, "state", "result", "config") or {}
+    rr = r.get("throughput_ratio_100k_to_10")
+    sections.append(("Rule-count scaling and recompute", [
+        ("rule evaluation per fact, 10 rules in total", r.get("ns_per_fact_10_rules"), "ns",
+         "", ""),
+        ("rule evaluation per fact, 100,000 rules in total (fact's account has 10)",
+         r.get("ns_per_fact_100k_rules_same_account_rules"), "ns", "", ""),
+        ("throughput ratio 100,000 rules / 10 rules", rr, "ratio", ">= 0.9",
+         _met(rr, rr["median"] >= 0.9 if rr else None)),
+        (f"recompute a new rule over {st_cfg.get('contacts', 0):,} contacts' histories "
+         f"(joins published included)", st.get("recompute_s"), "s", "", ""),
+    ]))
+
+    so = _get(report, "scaleout", "result", "summary") or {}
+    so_cfg = _get(report, "scaleout", "result", "config") or {}
+    sections.append((f"Scale-out on {so_cfg.get('partitions', '?')} partitions "
+                     f"({so_cfg.get('guarantee', '')}, `segments worker` processes, "
+                     f"{so_cfg.get('events', 0):,} events)", [
+        ("one worker", so.get("one_worker_events_per_s"), "events/s", "", ""),
+        ("two workers", so.get("two_workers_events_per_s"), "events/s", "", ""),
+        ("ratio two / one", so.get("ratio_two_to_one"), "ratio", "", ""),
+    ]))
+
+    sections.append((f"Memory ({st_cfg.get('facts', 0):,} facts of "
+                     f"{st_cfg.get('contacts', 0):,} contacts' 30-day histories)", [
+        ("worker RSS per 100,000 contacts with their histories",
+         st.get("rss_per_100k_contacts_mib"), "MiB", "", ""),
+        ("building the histories (membership stream)", st.get("build_facts_per_s"),
+         "facts/s", "", ""),
+    ]))
+
+    b = _get(report, "backfill", "result", "summary") or {}
+    bounds = b.get("bounds", {})
+    sections.append(("Backfill from localstripe to stripe.events (acks=all)", [
+        ("paced at 20 requests/s (default), 100 events a page",
+         (b.get("paced") or {}).get("events_per_s"), "events/s", "<= 2,000 (the pacing)", ""),
+        ("unpaced", (b.get("unpaced") or {}).get("events_per_s"), "events/s", "", ""),
+        ("unpaced, one publish at a time", (b.get("sequential") or {}).get("events_per_s"),
+         "events/s", "", ""),
+        ("bound set by Stripe's live rate limit (100 requests/s x 100 events)",
+         {"median": bounds.get("live_events_per_s", 10_000),
+          "min": bounds.get("live_events_per_s", 10_000),
+          "max": bounds.get("live_events_per_s", 10_000)}, "events/s", "", ""),
+    ]))
+    return sections
+
+
+def write_markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{report['command']}` ({report['mode']} mode) at {report['started']} "
+        f"on commit {report['git']}, in {report.get('total_seconds', 0) / 60:.1f} minutes.",
+        "",
+        f"Machine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, Python "
+        f"{m['python']}, {m['platform']}. Kafka: a single-node KRaft broker started by "
+        f"`segments/stack` on the same machine ({report.get('kafka', 'localhost:9092')}); "
+        f"topics have {report['partitions']} partitions. The machine is shared: other work "
+        f"ran beside the benchmarks, so each benchmark's load average is in the last table. "
+        f"Load average at the start: {report['load_average_start']}.",
+        "",
+        "Every figure is the median of the runs, with the min and max; the JSON beside this "
+        "file (`docs/benchmarks.json`) has each run. Each benchmark's own command reproduces "
+        "it alone (see the last table).",
+        "",
+    ]
+    for title, section in rows(report):
+        lines += [f"## {title}", "", "| figure | median | min | max | unit | goal | met |",
+                  "|---|---:|---:|---:|---|---|---|"]
+        for figure, summary, unit, goal, met in section:
+            median, low, high = _cell(summary, unit)
+            lines.append(f"| {figure} | {median} | {low} | {high} | {unit} | {goal} | {met} |")
+        lines.append("")
+    profile = _get(report, "profile", "result") or {}
+    for name, data in profile.items():
+        if not name.startswith("throughput-"):
+            continue
+        lines += [f"## Profile of the worker's event loop ({name[len('throughput-'):]}, "
+                  f"py-spy, {data['samples']:,} samples)", "",
+                  "Self time by where the innermost frame is:", "",
+                  "| share | where |", "|---:|---|"]
+        lines += [f"| {pct:.1f}% | {group} |" for group, pct in
+                  data["by_group_self_pct"].items()]
+        lines += ["", "Top functions (self and inclusive share):", "",
+                  "| self | inclusive | function |", "|---:|---:|---|"]
+        lines += [f"| {e['self_pct']:.1f}% | {e['total_pct']:.1f}% | `{e['function']}` |"
+                  for e in data["top_self"][:15]]
+        lines.append("")
+    lines += ["## Commands", "", "| benchmark | command | minutes | load avg before → after |",
+              "|---|---|---:|---|"]
+    for name, entry in report["benchmarks"].items():
+        status = f" (failed: {entry['error']})" if "error" in entry else ""
+        lines.append(f"| {name} | `{entry['command']}`{status} | {entry['seconds'] / 60:.1f} | "
+                     f"{entry['load_average_before']} → {entry['load_average_after']} |")
+    lines.append("")
+    return "\n".join(lines)

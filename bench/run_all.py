@@ -1,0 +1,185 @@
+"""`make bench`: run every benchmark on the local broker, write docs/benchmarks.{md,json}.
+
+    python bench/run_all.py [--quick] [--only NAME ...] [--out docs]
+
+Needs the local stack (`segments stack up`: Kafka on 127.0.0.1:9092, Redis). Each
+benchmark runs on its own fresh topic prefixes; one that fails is recorded with its
+error and the others still run. `--quick` scales the data down (for a check that the
+suite works, in about 15 minutes); the default sizes are the issue's. `--profile` adds a
+py-spy profile of one throughput run to the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common
+from bench.report import write_markdown
+
+log = common.log
+
+PROFILE_DIR = "/tmp/segments-bench-profile"
+FULL: dict[str, list[str]] = {
+    "profile": ["--contacts", "20000", "--runs", "1", "--no-peer", "--profile", PROFILE_DIR],
+    "throughput": ["--contacts", "100000", "--accounts", "100", "--rules-per-account", "10",
+                   "--runs", "3"],
+    "latency": ["--rates", "1000", "250", "--seconds", "4", "--runs", "3",
+                "--eos-commit-intervals", "0.1", "1.0"],
+    "scaleout": ["--contacts", "10000", "--runs", "3"],
+    "state": ["--contacts", "100000", "--facts-per-contact", "2", "--runs", "3"],
+    "backfill": ["500", "--repeats", "3"],
+    "rules": ["--runs", "5"],
+}
+QUICK: dict[str, list[str]] = {
+    "profile": ["--contacts", "5000", "--runs", "1", "--no-peer", "--profile", PROFILE_DIR],
+    "throughput": ["--contacts", "10000", "--accounts", "100", "--rules-per-account", "10",
+                   "--runs", "3"],
+    "latency": ["--rates", "1000", "250", "--seconds", "2", "--runs", "3",
+                "--eos-commit-intervals", "0.1", "1.0"],
+    "scaleout": ["--contacts", "3000", "--runs", "3"],
+    "state": ["--contacts", "10000", "--facts-per-contact", "2", "--runs", "3"],
+    "backfill": ["100", "--repeats", "3"],
+    "rules": ["--runs", "3"],
+}
+SCRIPTS = {"profile": "bench_throughput.py", "throughput": "bench_throughput.py",
+           "latency": "bench_latency.py", "scaleout": "bench_scaleout.py",
+           "state": "bench_state.py",
+           "backfill": "bench_backfill.py", "rules": "bench_rules.py"}
+
+
+def run_rules(argv: list[str]) -> dict[str, Any]:
+    from bench import bench_rules
+
+    runs = int(argv[argv.index("--runs") + 1])
+    rows = bench_rules.measure(runs)
+    by_name = {row["installation"]: row for row in rows}
+    small = by_name["10 rules (1 account)"]["ns_per_fact"]
+    large = by_name["100,000 rules, fact's account has 10"]["ns_per_fact"]
+    spread = by_name["100,000 rules (1,000 accounts x 100)"]["ns_per_fact"]
+    # Throughput ratio (100,000 rules / 10 rules) = ns per fact (10) / ns per fact (100,000).
+    ratios = [a / b for a, b in zip(small, large, strict=True)]
+    return {"rows": rows, "summary": {
+        "ns_per_fact_10_rules": common.summary(small),
+        "ns_per_fact_100k_rules_same_account_rules": common.summary(large),
+        "ns_per_fact_100k_rules_100_per_account": common.summary(spread),
+        "throughput_ratio_100k_to_10": common.summary(ratios)}}
+
+
+def run_backfill(argv: list[str]) -> dict[str, Any]:
+    from bench import bench_backfill
+
+    customers = int(argv[0])
+    repeats = int(argv[argv.index("--repeats") + 1])
+    runs = asyncio.run(bench_backfill.main(customers, repeats))
+    summary = {name: {"events_per_s": common.summary([r["events_per_s"] for r in rows]),
+                      "requests_per_s": common.summary([r["requests_per_s"] for r in rows]),
+                      "events": rows[0]["events"]}
+               for name, rows in runs.items()}
+    events_per_page = 100
+    summary["bounds"] = {"live_events_per_s": 100 * events_per_page,
+                         "test_events_per_s": 25 * events_per_page,
+                         "paced_default_events_per_s": 20 * events_per_page}
+    return {"customers": customers, "summary": summary, "runs": runs}
+
+
+def runners() -> dict[str, Callable[[list[str]], dict[str, Any]]]:
+    from bench import bench_latency, bench_scaleout, bench_state, bench_throughput
+
+    return {"rules": run_rules, "backfill": run_backfill, "profile": run_profile,
+            "throughput": bench_throughput.main, "latency": bench_latency.main,
+            "scaleout": bench_scaleout.main, "state": bench_state.main}
+
+
+def run_profile(argv: list[str]) -> dict[str, Any]:
+    """One throughput run with py-spy on the worker: where the event loop's time goes."""
+    from bench import bench_throughput, profiles
+
+    if not profiles.available():
+        raise RuntimeError("py-spy is not installed (pip install -e '.[bench]')")
+    out = Path(argv[argv.index("--profile") + 1])
+    result = bench_throughput.main(argv)
+    profile: dict[str, Any] = {"throughput": result["summary"]}
+    for path in sorted(out.glob("throughput-*.txt")):
+        samples, own, inclusive = profiles.top(path, limit=20)
+        profile[path.stem] = {
+            "samples": samples, "by_group_self_pct": profiles.by_group(path),
+            "top_self": [e.__dict__ for e in own], "top_inclusive": [e.__dict__ for e in inclusive]}
+    return profile
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=common.REPO).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True,
+                               cwd=common.REPO).stdout.strip()
+        return head + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small data, same figures")
+    parser.add_argument("--only", nargs="*", choices=sorted(SCRIPTS), default=None)
+    parser.add_argument("--out", type=Path, default=common.REPO / "docs")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one throughput run with py-spy (shares in the report)")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    names = args.only or [name for name in SCRIPTS if name != "profile" or args.profile]
+    args.out.mkdir(parents=True, exist_ok=True)
+    flags = " ".join(sys.argv[1:])
+    command = "make bench" + (f" BENCH_ARGS='{flags}'" if flags else "")
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        command = f"KAFKA_BOOTSTRAP_SERVERS={os.environ['KAFKA_BOOTSTRAP_SERVERS']} {command}"
+    report: dict[str, Any] = {
+        "command": command, "mode": "quick" if args.quick else "full",
+        "machine": common.machine(), "git": git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_average_start": load_average(),
+        "partitions": common.PARTITIONS, "benchmarks": {},
+        "kafka": os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092"}
+    started = time.perf_counter()
+    for name in names:
+        argv = plan[name]
+        log(f"=== {name}: python bench/{SCRIPTS[name]} {' '.join(argv)}")
+        t0 = time.perf_counter()
+        entry: dict[str, Any] = {"command": f"python bench/{SCRIPTS[name]} {' '.join(argv)}",
+                                 "load_average_before": load_average()}
+        try:
+            entry["result"] = runners()[name](list(argv))
+        except Exception as exc:  # one failing benchmark must not hide the others
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            entry["traceback"] = traceback.format_exc()
+            log(f"{name} failed: {entry['error']}")
+        entry["seconds"] = time.perf_counter() - t0
+        entry["load_average_after"] = load_average()
+        report["benchmarks"][name] = entry
+        (args.out / "benchmarks.json").write_text(json.dumps(report, indent=2))
+    report["total_seconds"] = time.perf_counter() - started
+    (args.out / "benchmarks.json").write_text(json.dumps(report, indent=2))
+    (args.out / "benchmarks.md").write_text(write_markdown(report))
+    log(f"wrote {args.out / 'benchmarks.md'} and benchmarks.json in "
+        f"{report['total_seconds'] / 60:.1f} min")
+    return 1 if any("error" in e for e in report["benchmarks"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""A stream worker for the benchmarks: `segments worker` with every StreamOptions knob.
+
+    python bench/worker.py --guarantee at_least_once --commit-interval 0.1 \
+        --store memory:// --datadir DIR
+
+Settings come from the environment exactly as for `segments worker`
+(KAFKA_BOOTSTRAP_SERVERS, SEGMENTS_TOPIC_PREFIX, SEGMENTS_PARTITIONS); topics must exist.
+The worker logs at WARNING so that logging costs nothing in the measurement; SIGTERM
+stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--guarantee", choices=("exactly_once", "at_least_once"),
+                        default="exactly_once")
+    parser.add_argument("--commit-interval", type=float, default=None)
+    parser.add_argument("--store", default=None)
+    parser.add_argument("--datadir", required=True)
+    parser.add_argument("--loglevel", default="warning")
+    args = parser.parse_args()
+
+    import faust
+
+    from segments.settings import Settings
+    from stream.app import StreamOptions, create_app
+
+    logging.basicConfig(level=args.loglevel.upper())
+    extra = {} if args.commit_interval is None else {"commit_interval": args.commit_interval}
+    options = StreamOptions(processing_guarantee=args.guarantee, store=args.store,
+                            datadir=args.datadir, **extra)
+    app = create_app(Settings.from_env(), options)
+    # As `segments worker` does: logging stays as configured here. (Faust's own setup
+    # would add its terminal spinner handler and lower the root logger to DEBUG, which
+    # makes every debug call of faust and aiokafka build a LogRecord.)
+    faust.Worker(app, loglevel=args.loglevel, override_logging=False).execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,22 +3,24 @@
     python bench/bench_latency.py [--rates 1000 250] [--seconds 8] [--runs 3]
         [--eos-commit-intervals 0.05 0.1 0.25 1.0] [--json FILE]
 
-Per run, on a fresh topic prefix: the real connector (`bench/bench_webhooks.py`'s
-server process: signature check, Redis connection lookup, acks=all publish) and one
-worker process (`bench/worker.py`, memory:// tables), with one rule that every charge
-satisfies. The load is open-loop: signed `charge.succeeded` webhooks, each for a new
-contact, leave on schedule at `--rate` per second whatever the answers; each one's
-latency runs from its scheduled send time (no coordinated omission) until its
-`joined` change is read from `segments.membership` by a read_committed consumer in
-the load process, so under exactly-once a change counts only once its transaction
-committed. Events whose change never arrives within the drain time are reported as
-`missing`.
+Per run and worker configuration (guarantee, commit interval), on a fresh topic prefix:
+the real connector (`bench/bench_webhooks.py`'s server process: signature check, Redis
+connection lookup, acks=all publish) and one worker process (`bench/worker.py`,
+memory:// tables), with one rule that every charge satisfies; the configuration is
+measured at each offered rate, lowest first. The load is open-loop: signed
+`charge.succeeded` webhooks, each for a new contact, leave on schedule at the rate
+whatever the answers; each one's latency runs from its scheduled send time (no
+coordinated omission) until its `joined` change is read from `segments.membership` by
+a read_committed consumer in the load process, so under exactly-once a change counts
+only once its transaction committed. POSTs answered with an error are counted apart;
+accepted events whose change never arrives within the drain time are `missing`. Each
+result also splits the median latency by hop, from the records' own timestamps.
 
-Configurations, at each offered rate: at-least-once (the worker's default commit
-interval), and exactly-once for each commit interval given. The second, lower rate
-shows the latency below saturation when the first saturates this machine (connector,
-worker, broker and load generator share its cores). Each is measured `--runs` times; p50/p99 are the
-medians of the per-run percentiles, with min and max.
+Configurations: at-least-once (the worker's default commit interval), and exactly-once
+for each commit interval given. The lower rate shows the latency below saturation when
+the higher one saturates this machine (connector, worker, broker and load generator
+share its cores). Each is measured `--runs` times; p50/p99 are the medians of the
+per-run percentiles, with min and max.
 """
 
 from __future__ import annotations
@@ -195,10 +197,12 @@ async def wait_ready(url: str, reader: common.TopicReader, timeout: float) -> No
     raise TimeoutError("the worker did not answer within the warm-up time")
 
 
-async def one(config: Config, args: argparse.Namespace, n: int,
+async def one(group: list[Config], args: argparse.Namespace, n: int,
               workdir: Path) -> dict[str, Any]:
-    """One configuration on its own prefix, connector and worker (a worker of another
+    """One worker configuration (guarantee, commit interval) on its own prefix, connector
+    and worker, measured at each of its rates, lowest first (a worker of another
     guarantee never shares a consumer group or changelog with it)."""
+    first = group[0]
     settings = common.fresh_settings()
     await common.prepare_topics(settings)
     rule = {"id": "paid", "account_id": ACCOUNT, "name": "paid", "filter": "charge_succeeded",
@@ -208,34 +212,41 @@ async def one(config: Config, args: argparse.Namespace, n: int,
     connection_id = f"conn_{uuid.uuid4().hex[:24]}"
     server, port = start(serve_connector, settings.topic_prefix, connection_id)
     url = f"http://127.0.0.1:{port}/webhooks/stripe/{connection_id}"
-    cmd = common.bench_worker_cmd(workdir / f"w{n}", config.guarantee, config.commit_interval)
+    cmd = common.bench_worker_cmd(workdir / f"w{n}", first.guarantee, first.commit_interval)
     proc = common.start_process(cmd, common.worker_env(settings), workdir / f"w{n}.log")
+    results: dict[str, Any] = {}
     try:
         async with common.TopicReader(settings, MEMBERSHIP_TOPIC) as reader:
             await wait_ready(url, reader, 120)
-            # A short steady warm-up at the offered rate, then the measurement.
-            await offered_load(url, reader, config.rate, 1.0, 10.0, f"pre{n}-")
-            result = await offered_load(url, reader, config.rate, args.seconds, args.drain,
-                                        f"m{n}-")
+            for i, config in enumerate(sorted(group, key=lambda c: c.rate)):
+                # A short steady warm-up at the offered rate, then the measurement.
+                await offered_load(url, reader, config.rate, 1.0, 10.0, f"pre{n}-{i}-")
+                result = await offered_load(url, reader, config.rate, args.seconds,
+                                            args.drain, f"m{n}-{i}-")
+                result["prefix"] = settings.topic_prefix
+                results[config.label] = result
     finally:
         common.stop_process(proc)
         server.terminate()
         server.join(10)
-    result["prefix"] = settings.topic_prefix
-    return result
+    return results
 
 
 async def repeat(configs: list[Config], args: argparse.Namespace, run: int,
                  workdir: Path) -> dict[str, Any]:
+    groups: dict[tuple[str, float | None], list[Config]] = {}
+    for config in configs:
+        groups.setdefault((config.guarantee, config.commit_interval), []).append(config)
     results: dict[str, Any] = {}
-    for n, config in enumerate(configs):
-        result = await one(config, args, run * 100 + n, workdir)
-        results[config.label] = result
-        stages = ", ".join(f"{k} {v:.0f}" for k, v in result["stages_p50_ms"].items())
-        log(f"run {run} {config.label}: p50 {result['p50_ms']:.1f} ms, p99 "
-            f"{result['p99_ms']:.1f} ms, sent {result['sent_per_s']:.0f}/s, missing "
-            f"{result['missing']}, http errors {result['http_errors']} (p50 by hop, ms: "
-            f"{stages})")
+    for n, group in enumerate(groups.values()):
+        measured = await one(group, args, run * 100 + n, workdir)
+        results.update(measured)
+        for label, result in measured.items():
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in result["stages_p50_ms"].items())
+            log(f"run {run} {label}: p50 {result['p50_ms']:.1f} ms, p99 "
+                f"{result['p99_ms']:.1f} ms, sent {result['sent_per_s']:.0f}/s, missing "
+                f"{result['missing']}, http errors {result['http_errors']} (p50 by hop, ms: "
+                f"{stages})")
     return results
 
 

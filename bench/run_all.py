@@ -37,7 +37,7 @@ FULL: dict[str, list[str]] = {
                    "--runs", "3"],
     "latency": ["--rates", "1000", "250", "--seconds", "4", "--runs", "3",
                 "--eos-commit-intervals", "0.1", "1.0"],
-    "scaleout": ["--contacts", "10000", "--runs", "3"],
+    "scaleout": ["--contacts", "6000", "--runs", "3"],
     "state": ["--contacts", "100000", "--facts-per-contact", "2", "--runs", "3"],
     "backfill": ["500", "--repeats", "3"],
     "rules": ["--runs", "5"],

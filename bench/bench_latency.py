@@ -212,7 +212,7 @@ async def one(group: list[Config], args: argparse.Namespace, n: int,
     connection_id = f"conn_{uuid.uuid4().hex[:24]}"
     server, port = start(serve_connector, settings.topic_prefix, connection_id)
     url = f"http://127.0.0.1:{port}/webhooks/stripe/{connection_id}"
-    cmd = common.bench_worker_cmd(workdir / f"w{n}", first.guarantee, first.commit_interval)
+    cmd = common.bench_worker_cmd(first.guarantee, first.commit_interval)
     proc = common.start_process(cmd, common.worker_env(settings), workdir / f"w{n}.log")
     results: dict[str, Any] = {}
     try:

@@ -3,7 +3,7 @@
     python bench/bench_scaleout.py [--contacts 20000] [--runs 3] [--json FILE]
 
 Per run and worker count, on a fresh topic prefix: N processes of
-`python -m segments.cli worker --store memory:// --datadir DIR` (the production default
+`python -m segments.cli worker` (the production default
 guarantee, exactly-once) join one consumer group; the rules (1,000 over 100 accounts)
 and a first set of sentinels are published, and once every sentinel has joined and
 the group is stable with N members, the events (one per contact) and the end
@@ -39,9 +39,8 @@ from stream.facts import FACTS_TOPIC
 log = common.log
 
 
-def cli_worker(datadir: Path, at_least_once: bool = False) -> list[str]:
-    return [sys.executable, "-m", "segments.cli", "worker", "--store", "memory://",
-            "--datadir", str(datadir), "--loglevel", "warning",
+def cli_worker(at_least_once: bool = False) -> list[str]:
+    return [sys.executable, "-m", "segments.cli", "worker", "--loglevel", "warning",
             *(["--at-least-once"] if at_least_once else [])]
 
 
@@ -75,8 +74,7 @@ async def one(workers: int, rules: list[dict[str, Any]], data: dataset.Dataset,
     warm = dataset.sentinels(settings.partitions, int(time.time()), tag="warm")
     await common.produce(settings, RULES_TOPIC, rule_messages([*rules, dataset.sentinel_rule()]))
     await common.produce(settings, EVENTS_TOPIC, warm)
-    procs = [common.start_process(cli_worker(workdir / f"{settings.topic_prefix}w{i}",
-                                             at_least_once),
+    procs = [common.start_process(cli_worker(at_least_once),
                                   env, workdir / f"{settings.topic_prefix}w{i}.log")
              for i in range(workers)]
 

@@ -101,7 +101,7 @@ async def build_and_recompute(args: argparse.Namespace, facts: list[dataset.Mess
     await common.produce(settings, RULES_TOPIC, rule_messages([*rules, dataset.sentinel_rule()]))
     first = dataset.sentinels(settings.partitions, int(time.time()), tag=f"first{run}-")
     await common.produce(settings, EVENTS_TOPIC, first)
-    cmd = common.bench_worker_cmd(workdir / f"w{run}", "at_least_once")
+    cmd = common.bench_worker_cmd("at_least_once")
     proc = common.start_process(cmd, common.worker_env(settings), workdir / f"w{run}.log")
 
     def alive() -> bool:

@@ -76,7 +76,7 @@ class StreamRun:
         self.env = {**common.worker_env(settings), **extra_env}
 
     def _worker(self, name: str) -> Any:
-        cmd = common.bench_worker_cmd(self.datadir, self.guarantee)
+        cmd = common.bench_worker_cmd(self.guarantee)
         return common.start_process(cmd, self.env, self.workdir / f"{name}.log")
 
     async def load_rules(self, rules: list[dict[str, Any]], timeout: float) -> float:

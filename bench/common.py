@@ -175,9 +175,12 @@ def is_sentinel_join(record: ConsumerRecord[bytes, bytes], segment: str | None =
 async def wait_for_sentinels(settings: Settings, topic: str, expected: set[bytes],
                              timeout: float, start: dict[int, int] | None = None,
                              alive: Callable[[], bool] = lambda: True,
-                             segment: str | None = None) -> float:
-    """Wait until every expected sentinel contact key has joined; returns the latest
-    join's record timestamp (epoch seconds)."""
+                             segment: str | None = None,
+                             match: Callable[[ConsumerRecord[bytes, bytes]], bool] | None = None,
+                             ) -> float:
+    """Wait until every expected sentinel contact key has joined (or, with `match`,
+    has a record it accepts); returns the latest such record's timestamp (epoch s)."""
+    accept = match or (lambda record: is_sentinel_join(record, segment))
     seen: set[bytes] = set()
     latest = 0.0
     deadline = time.monotonic() + timeout
@@ -189,7 +192,7 @@ async def wait_for_sentinels(settings: Settings, topic: str, expected: set[bytes
             if not alive():
                 raise RuntimeError("the process under test exited")
             for record in await reader.batch():
-                if is_sentinel_join(record, segment) and record.key in expected:
+                if record.key in expected and accept(record):
                     seen.add(record.key)
                     latest = max(latest, record.timestamp / 1000)
     return latest
@@ -246,13 +249,13 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def bench_worker_cmd(datadir: Path, guarantee: str = "exactly_once",
-                     commit_interval: float | None = None, store: str = "memory://",
-                     ) -> list[str]:
-    cmd = [sys.executable, str(REPO / "bench" / "worker.py"), "--guarantee", guarantee,
-           "--store", store, "--datadir", str(datadir)]
+def bench_worker_cmd(guarantee: str = "exactly_once", commit_interval: float | None = None,
+                     *, membership: bool = True) -> list[str]:
+    cmd = [sys.executable, str(REPO / "bench" / "worker.py"), "--guarantee", guarantee]
     if commit_interval is not None:
         cmd += ["--commit-interval", str(commit_interval)]
+    if not membership:
+        cmd += ["--classify-only"]
     return cmd
 
 

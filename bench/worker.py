@@ -1,7 +1,6 @@
 """A stream worker for the benchmarks: `segments worker` with every StreamOptions knob.
 
-    python bench/worker.py --guarantee at_least_once --commit-interval 0.1 \
-        --store memory:// --datadir DIR
+    python bench/worker.py --guarantee at_least_once --commit-interval 0.1 [--classify-only]
 
 Settings come from the environment exactly as for `segments worker`
 (KAFKA_BOOTSTRAP_SERVERS, SEGMENTS_TOPIC_PREFIX, SEGMENTS_PARTITIONS); topics must exist.
@@ -12,6 +11,7 @@ stops it cleanly.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -78,8 +78,8 @@ def main() -> int:
     parser.add_argument("--guarantee", choices=("exactly_once", "at_least_once"),
                         default="exactly_once")
     parser.add_argument("--commit-interval", type=float, default=None)
-    parser.add_argument("--store", default=None)
-    parser.add_argument("--datadir", required=True)
+    parser.add_argument("--classify-only", action="store_true",
+                        help="run the classification stage alone")
     parser.add_argument("--loglevel", default="warning")
     args = parser.parse_args()
     if os.environ.get("BENCH_COUNT_REQUESTS"):  # experiment: log Kafka requests by type
@@ -87,21 +87,15 @@ def main() -> int:
     if os.environ.get("BENCH_GC_STATS"):  # experiment: log time spent in the collector
         gc_stats()
 
-    import faust
-
+    from segments.commands.worker import serve
     from segments.settings import Settings
     from stream.app import StreamOptions, create_app
 
     logging.basicConfig(level=args.loglevel.upper())
     extra = {} if args.commit_interval is None else {"commit_interval": args.commit_interval}
-    options = StreamOptions(processing_guarantee=args.guarantee, store=args.store,
-                            datadir=args.datadir, **extra)
-    app = create_app(Settings.from_env(), options)
-    # As `segments worker` does: logging stays as configured here. (Faust's own setup
-    # would add its terminal spinner handler and lower the root logger to DEBUG, which
-    # makes every debug call of faust and aiokafka build a LogRecord.)
-    faust.Worker(app, loglevel=args.loglevel, override_logging=False).execute_from_commandline()
-    return 0
+    options = StreamOptions(processing_guarantee=args.guarantee,
+                            membership=not args.classify_only, **extra)
+    return asyncio.run(serve(create_app(Settings.from_env(), options)))
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ fi
 
 # Install only when pyproject changed since the last install (keeps `make test` quick).
 stamp=".stack/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
-if [ ! -f "$stamp" ] || ! "$PYTHON" -c "import segments, faust" >/dev/null 2>&1; then
-  echo "bootstrap: pip install -e '.[dev,rocksdb]'"
-  "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[dev,rocksdb]'
+if [ ! -f "$stamp" ] || ! "$PYTHON" -c "import segments, aiokafka" >/dev/null 2>&1; then
+  echo "bootstrap: pip install -e '.[dev]'"
+  "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[dev]'
   mkdir -p .stack && touch "$stamp"
 fi

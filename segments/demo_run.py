@@ -113,7 +113,7 @@ class Demo:
                               connection_id=self.connection_id, account_id=self.account,
                               worker_registry=worker.segments_metrics.registry,
                               bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                              group=worker.conf.id, topics=source_topics(self.settings))
+                              group=worker.group_id, topics=source_topics(self.settings))
             monitor.start()
             self.sender = WebhookSender(
                 session, f"{connector_url}/webhooks/stripe/{self.connection_id}", secret,

@@ -1,6 +1,6 @@
 """The processes `segments demo` runs, in one place: start them, and stop all of them.
 
-The connector (aiohttp app), the stream worker (Faust app) and the query API with its
+The connector (aiohttp app), the stream worker and the query API with its
 read-model writer run in the demo's own event loop, exactly the code `segments
 connector`, `segments worker` and `segments api` run; localstripe runs as a child
 process on loopback. `stop()` undoes whatever `start_*` did, newest first, and never
@@ -10,9 +10,7 @@ raises, so an interrupted start still leaves nothing running.
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -64,19 +62,11 @@ class DemoServices:
         return base
 
     async def start_worker(self) -> Any:
-        """The stream worker (`segments worker`), tables in memory (a demo keeps no state)."""
-        from stream.app import StreamOptions, create_app
+        """The stream worker (`segments worker`)."""
+        from stream.app import create_app
 
-        datadir = tempfile.mkdtemp(prefix="segments-demo-")
-        app = create_app(self.settings, StreamOptions(store="memory://", datadir=datadir))
-
-        async def stop() -> None:
-            try:
-                await app.stop()
-            finally:
-                shutil.rmtree(datadir, ignore_errors=True)
-
-        self._stops.append(("worker", stop))
+        app = create_app(self.settings)
+        self._stops.append(("worker", app.stop))
         await app.start()
         self.worker = app
         return app

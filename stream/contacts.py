@@ -1,6 +1,6 @@
 """From occurrences to facts: pick the contact, deduplicate, park what has no email yet.
 
-The state lives in mappings the caller provides (Faust tables in the worker, plain
+The state lives in mappings the caller provides (`stream.state` in the worker, plain
 dicts in unit tests), so this logic is tested without a broker. All keys are scoped by
 connection or account: one Center account never sees another's customers or facts.
 """
@@ -36,7 +36,7 @@ class Outcome:
 
 @dataclass
 class ContactTables:
-    """Faust tables (or dicts): customer emails, charges seen, fact ids seen, parked."""
+    """State views (or dicts): customer emails, charges seen, fact ids seen, parked."""
 
     #: "{connection}:{customer}" -> email, or "" when the customer has none.
     customers: MutableMapping[str, str]

@@ -1,6 +1,6 @@
 """Incremental segment membership of one contact: pure, so it is tested without Kafka.
 
-The Faust agent keeps one `ContactState` per contact (account + email) in a table and
+The pipeline keeps one `ContactState` per contact (account + email) in its state and
 calls these functions on each input; they return the membership changes to publish.
 Each contact's state knows, per segment, whether the contact is a member and the next
 instant at which the clock alone can flip that (`rules.next_change`), so the stream

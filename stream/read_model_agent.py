@@ -1,6 +1,6 @@
 """The read-model writer: `segments.membership` and `segments.rules` into Redis.
 
-A plain aiokafka consumer, not a Faust agent: it keeps no table, only moves records
+A plain aiokafka consumer: it keeps no table, only moves records
 into Redis. Each batch is applied in one pipeline, then its offsets are committed, then
 it is published on the live feed. A crash between apply and commit re-applies the batch,
 which the idempotent writes make harmless: at-least-once delivery, exact state.
@@ -103,7 +103,7 @@ class ReadModelAgent:
             client_id=f"{self.settings.topic_prefix}segments-api",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            # Membership is written in Faust transactions: never show an aborted change.
+            # Membership is written in Kafka transactions: never show an aborted change.
             isolation_level="read_committed",
         )
         consumer.subscribe([self.membership_topic, self.rules_topic], listener=_Rebalance(self))

@@ -6,39 +6,52 @@ kill -9 test saw it hand a restarted worker empty or partial tables, which then 
 joins again or missed them. This store is deliberately simple and checkable:
 
 - state lives in memory, one dict per partition of the source topic;
-- every write made while processing an event is held and sent to a compacted changelog
-  topic (same partition number) at the end of the event, inside that event's transaction
-  (see `stream.eos`), so state, output and input offset commit together or not at all;
-- a partition is recovered on its first event after an assignment: a read_committed
-  consumer reads its changelog partition from the beginning to the last stable offset.
-  By then Faust has initialised this worker's transactional producers, which aborts any
-  transaction a crashed predecessor left open, so the last stable offset is final.
+- values are kept decoded (a `ContactState`, a dict), so a fact costs no JSON round
+  trip of its contact's whole history; they are encoded once per batch, when written;
+- the writes made while processing a batch are held per partition (the last value of
+  each key wins) and sent to a compacted changelog topic (same partition number) by the
+  runtime, inside the batch's transaction (see `stream.runtime`), so state, output and
+  input offsets commit together or not at all;
+- a partition is recovered when it is assigned: a read_committed consumer reads its
+  changelog partition from the beginning to the last stable offset. By then the runtime
+  has initialised the partition's transactional producer, which aborts any transaction
+  a crashed predecessor left open, so the last stable offset is final.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, MutableMapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, NamedTuple
 
 import orjson
 
 log = logging.getLogger("segments.state")
-Codec = Literal["json", "raw"]
+
+
+class Codec(NamedTuple):
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+
+JSON = Codec(orjson.dumps, orjson.loads)
+#: Bytes kept as they are (copied: orjson's buffers over-allocate, see `compact`).
+RAW = Codec(lambda value: value, lambda raw: compact(raw))
+
+
+def compact(raw: bytes) -> bytes:
+    """A copy of `raw` that owns exactly its length.
+
+    orjson >= 3.9 returns bytes whose allocation can be many KB larger than the
+    document (orjson#483), and aiokafka's records are slices of a fetch buffer; a
+    long-lived value keeps either alive, so what is kept is copied to its size."""
+    return bytes(memoryview(raw))
 
 
 def state_topic(name: str) -> str:
     """The changelog topic of one named state (before the prefix)."""
     return f"segments.state.{name}"
-
-
-def _encode(codec: Codec, value: Any) -> bytes:
-    return value if codec == "raw" else orjson.dumps(value)
-
-
-def _decode(codec: Codec, raw: bytes) -> Any:
-    return raw if codec == "raw" else orjson.loads(raw)
 
 
 #: A changelog read that makes no progress this long is an infrastructure fault.
@@ -56,17 +69,18 @@ class PartitionView(MutableMapping[str, Any]):
         self._state = state
         self._partition = partition
         self._data = state.data[partition]
+        self._pending = state.pending.setdefault(partition, {})
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._data[key] = value
-        self._state.pending.append((self._partition, key, value))
+        self._pending[key] = value
 
     def __delitem__(self, key: str) -> None:
         del self._data[key]
-        self._state.pending.append((self._partition, key, None))
+        self._pending[key] = None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -78,14 +92,14 @@ class PartitionView(MutableMapping[str, Any]):
 class State:
     """Named state of one agent, partitioned like the agent's source topic."""
 
-    def __init__(self, name: str, topic: str, bootstrap: str, codec: Codec = "json") -> None:
+    def __init__(self, name: str, topic: str, bootstrap: str, codec: Codec = JSON) -> None:
         self.name = name
         self.topic = topic
         self.bootstrap = bootstrap
-        self.codec: Codec = codec
+        self.codec = codec
         self.data: dict[int, dict[str, Any]] = {}
-        self.pending: list[tuple[int, str, Any]] = []
-        self.changelog: Any = None  # the Faust topic writes are sent through
+        #: partition -> key -> value (None: deleted) written since the last `take`.
+        self.pending: dict[int, dict[str, Any]] = {}
 
     def loaded(self, partition: int) -> bool:
         return partition in self.data
@@ -93,18 +107,22 @@ class State:
     def view(self, partition: int) -> PartitionView:
         return PartitionView(self, partition)
 
-    def forget(self) -> None:
-        """After a rebalance: anything may have changed elsewhere; recover again."""
-        self.data.clear()
-        self.pending.clear()
+    def forget(self, partitions: list[int] | None = None) -> None:
+        """After a rebalance: anything may change elsewhere; recover again."""
+        for p in list(self.data) if partitions is None else partitions:
+            self.data.pop(p, None)
+            self.pending.pop(p, None)
 
-    async def flush(self) -> None:
-        """Send the writes of the current event (call inside its processing)."""
-        while self.pending:
-            partition, key, value = self.pending.pop(0)
-            await self.changelog.send(
-                key=key.encode(), partition=partition, force=True,
-                value=None if value is None else _encode(self.codec, value))
+    def take(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """The partition's changelog records for the writes since the last call."""
+        pending = self.pending.get(partition)
+        if not pending:
+            return []
+        encode = self.codec.encode
+        records = [(key.encode(), None if value is None else encode(value))
+                   for key, value in pending.items()]
+        pending.clear()
+        return records
 
     async def recover(self, partition: int) -> int:
         """Load `partition` from its changelog (committed records only); returns keys."""
@@ -140,14 +158,14 @@ async def recover_all(stores: list[State], partitions: list[int]) -> None:
         while any(positions[tp] < ends[tp] for tp in tps):
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for tp, records in batch.items():
-                codec = owner[tp][0].codec
+                decode = owner[tp][0].codec.decode
                 into = data[tp]
                 for record in records:
                     key = record.key.decode()
                     if record.value is None:
                         into.pop(key, None)
                     else:
-                        into[key] = _decode(codec, record.value)
+                        into[key] = decode(record.value)
             moved = False
             for tp in tps:
                 now_at = await consumer.position(tp)

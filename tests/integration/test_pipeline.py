@@ -18,9 +18,9 @@ from segments.topics import ensure_topics
 from stream.app import StreamOptions, create_app
 from stream.changes import MEMBERSHIP_TOPIC, RULES_TOPIC, MembershipChange, rule_key
 from tests.clock import ManualClock
-from tests.faust_runner import running
 from tests.unit import stripe_events as se
 from tests.waiting import async_wait_for
+from tests.worker_runner import running
 
 pytestmark = pytest.mark.integration
 DAY = 24 * 3600
@@ -166,8 +166,7 @@ async def wait_changes(topics: Topics, count: int, timeout: float = 45) -> list[
 async def test_facts_rules_and_time(settings: Settings, topics: Topics, tmp_path: Path) -> None:
     clock = ManualClock()
     t0 = clock.now
-    app = create_app(settings, StreamOptions(store="memory://", datadir=str(tmp_path),
-                                             clock=clock, tick_interval=0.2))
+    app = create_app(settings, StreamOptions(clock=clock, tick_interval=0.2))
     async with running(app):
         await topics.rule(rule("big", "charge_succeeded",
                                {"field": "amount", "op": "gt", "value": "50"},
@@ -230,7 +229,6 @@ async def test_customer_email_from_the_connector_cache(settings: Settings, topic
     finally:
         await redis.aclose()
     app = create_app(settings, StreamOptions(
-        store="memory://", datadir=str(tmp_path),
         email_lookup=connector_email_lookup(settings)))
     async with running(app):
         await topics.rule(rule("paid", "charge_succeeded"), "acme", "paid")
@@ -245,7 +243,7 @@ async def test_rule_change_and_account_isolation(settings: Settings, topics: Top
     """`gt 50` → `gt 100` makes exactly the 50-100 payers leave; two accounts using the
     same segment id never see each other's contacts."""
     now = int(time.time())
-    app = create_app(settings, StreamOptions(store="memory://", datadir=str(tmp_path)))
+    app = create_app(settings, StreamOptions())
     async with running(app):
         for account in ("acme", "globex"):
             await topics.rule(rule("vip", "charge_succeeded",
@@ -277,7 +275,7 @@ async def test_facts_exact_from_a_mixed_stream(settings: Settings, topics: Topic
     partial refunds announced twice: each real-world occurrence is one fact, at its
     event time."""
     now = int(time.time())
-    app = create_app(settings, StreamOptions(store="memory://", datadir=str(tmp_path)))
+    app = create_app(settings, StreamOptions())
     async with running(app):
         paid = se.charge(amount=12_000, billing_email="ann@example.com", created=now - 60)
         paid_event = se.event("charge.succeeded", paid, created=now - 60)

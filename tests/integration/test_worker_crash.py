@@ -28,7 +28,7 @@ CONTACTS = 60
 ROUNDS = 6
 
 
-def worker(settings: Settings, datadir: Path, log: Path) -> subprocess.Popen[bytes]:
+def worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -38,8 +38,8 @@ def worker(settings: Settings, datadir: Path, log: Path) -> subprocess.Popen[byt
     }
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "segments.cli", "worker", "--store", "memory://",
-             "--datadir", str(datadir), "--loglevel", os.environ.get("WORKER_LOGLEVEL", "warning"),
+            [sys.executable, "-m", "segments.cli", "worker",
+             "--loglevel", os.environ.get("WORKER_LOGLEVEL", "warning"),
              *(["--at-least-once"] if os.environ.get("WORKER_ALO") else [])],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -101,7 +101,7 @@ async def test_kill_9_mid_stream(settings: Settings, tmp_path: Path,
     await topics.producer.start()
     try:
         await publish_rules(topics)
-        processes.append(worker(settings, tmp_path / "w1", tmp_path / "w1.log"))
+        processes.append(worker(settings, tmp_path / "w1.log"))
         for r in range(ROUNDS):
             for event in round_events(r):
                 await topics.raw(event)
@@ -111,7 +111,7 @@ async def test_kill_9_mid_stream(settings: Settings, tmp_path: Path,
                 os.killpg(processes[0].pid, signal.SIGKILL)
                 processes[0].wait()
             if r == 3:
-                processes.append(worker(settings, tmp_path / "w1", tmp_path / "w1.log"))
+                processes.append(worker(settings, tmp_path / "w1.log"))
         changes = await wait_changes(topics, len(expected_joins()), timeout=60)
         # Everything the inputs caused, so a duplicate would show.
         assert_exact(await topics.drained())
@@ -127,8 +127,8 @@ async def test_two_workers_share_partitions(settings: Settings, tmp_path: Path,
     await topics.producer.start()
     try:
         await publish_rules(topics)
-        processes.append(worker(settings, tmp_path / "w1", tmp_path / "w1.log"))
-        processes.append(worker(settings, tmp_path / "w2", tmp_path / "w2.log"))
+        processes.append(worker(settings, tmp_path / "w1.log"))
+        processes.append(worker(settings, tmp_path / "w2.log"))
         for r in range(ROUNDS):
             for event in round_events(r):
                 await topics.raw(event)
@@ -151,7 +151,7 @@ async def test_repeated_kills_at_random_points(settings: Settings, tmp_path: Pat
     kills = 0
     try:
         await publish_rules(topics)
-        processes.append(worker(settings, tmp_path / "w", tmp_path / "w.log"))
+        processes.append(worker(settings, tmp_path / "w.log"))
         for r in range(ROUNDS):
             events = round_events(r)
             cut = rng.randrange(len(events))
@@ -163,7 +163,7 @@ async def test_repeated_kills_at_random_points(settings: Settings, tmp_path: Pat
                     os.killpg(processes[-1].pid, signal.SIGKILL)
                     processes[-1].wait()
                     kills += 1
-                    processes.append(worker(settings, tmp_path / "w", tmp_path / "w.log"))
+                    processes.append(worker(settings, tmp_path / "w.log"))
         await wait_changes(topics, len(expected_joins()), timeout=120)
         assert_exact(await topics.drained())
     finally:

@@ -38,13 +38,13 @@ from stream.changes import RULES_TOPIC, rule_key
 from stream.facts import FACTS_TOPIC
 from tests.conftest import TEST_SECRET_KEY
 from tests.connector_harness import Connector, end_offsets_total, running_connector
-from tests.faust_runner import running
 from tests.reliability.ledger import LEDGER
 from tests.reliability.raw_http import exchange, request_bytes
 from tests.reliability.topics import read_topic
 from tests.stripe_signing import sign
 from tests.unit import stripe_events as se
 from tests.waiting import async_wait_for
+from tests.worker_runner import running
 
 pytestmark = [pytest.mark.reliability, pytest.mark.asyncio(loop_scope="module")]
 
@@ -104,8 +104,7 @@ async def pipeline(kafka_bootstrap: str, redis_url: str,
                                          key=rule_key(account, "vip"))
     finally:
         await producer.stop()
-    datadir = tmp_path_factory.mktemp("faust")
-    app = create_app(settings, StreamOptions(store="memory://", datadir=str(datadir)))
+    app = create_app(settings, StreamOptions())
     async with running(app), running_connector(settings) as connector, \
             ApiProcess(settings, port=0) as api, aiohttp.ClientSession() as http:
         connections, secrets = {}, {}

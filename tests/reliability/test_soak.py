@@ -35,12 +35,12 @@ from stream.app import StreamOptions, create_app
 from stream.changes import RULES_TOPIC, rule_key
 from stream.facts import FACTS_TOPIC
 from tests.connector_harness import running_connector
-from tests.faust_runner import running
 from tests.reliability.ledger import LEDGER
 from tests.reliability.topics import read_topic
 from tests.stripe_signing import sign
 from tests.unit import stripe_events as se
 from tests.waiting import async_wait_for
+from tests.worker_runner import running
 
 pytestmark = pytest.mark.reliability
 
@@ -146,7 +146,7 @@ async def rules(settings: Settings) -> None:
 async def test_soak(settings: Settings, rules: None, quiet_capture: None,
                     tmp_path: Path) -> None:
     secret = LEDGER.webhook_secret()
-    app = create_app(settings, StreamOptions(store="memory://", datadir=str(tmp_path)))
+    app = create_app(settings, StreamOptions())
     samples: list[Sample] = []
     statuses: dict[int, int] = {}
     async with running(app), running_connector(settings) as connector, Lag(settings) as lag:

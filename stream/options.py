@@ -1,0 +1,43 @@
+"""How a worker runs: the options of `stream.app.create_app`, defaults for production."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+Clock = Callable[[], int]
+#: (connection id, Stripe customer id) -> the customer's email, None if it has none.
+EmailLookup = Callable[[str, str], Awaitable[str | None]]
+
+CONTROL_TOPIC = "segments.control"
+
+
+def system_clock() -> int:
+    return int(time.time())
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamOptions:
+    """How the worker runs; defaults are the production choices (see README)."""
+
+    processing_guarantee: str = "exactly_once"
+    #: Longest a transaction stays open while records keep coming (seconds). An idle
+    #: partition commits as soon as its batch is processed.
+    commit_interval: float = 0.1
+    tick_interval: float = 1.0
+    #: How long the producer waits to fill a batch (milliseconds).
+    linger_ms: int = 5
+    clock: Clock = system_clock
+    #: Asked when a fact's customer has no known email (a customer older than the
+    #: backfill window has no customer.* event); None waits for such an event.
+    email_lookup: EmailLookup | None = None
+    #: False runs classification alone (benchmarks of that stage).
+    membership: bool = True
+
+    def __post_init__(self) -> None:
+        if self.processing_guarantee not in ("exactly_once", "at_least_once"):
+            raise ValueError(f"processing_guarantee must be exactly_once or at_least_once, "
+                             f"not {self.processing_guarantee!r}")
+        if self.commit_interval <= 0 or self.tick_interval <= 0:
+            raise ValueError("commit_interval and tick_interval must be positive")

@@ -1,0 +1,305 @@
+"""The pipeline the runtime drives: decode, call a pure function, send.
+
+Partition number p of every source topic is handled by one task (see
+`stream.runtime`), which calls `process` with batches of one topic-partition:
+
+- `stripe.events` → classification: facts to `stripe.facts` (keyed by contact, so all of
+  one contact's facts meet on one partition), dead letters to `stripe.events.dlq`;
+- `segments.rules` (one partition) → one control message per partition, so every
+  membership partition applies each rule change exactly once, in order with its facts;
+- `stripe.facts` and `segments.control` → membership: changes to
+  `segments.membership` and each member's state to `segments.members`;
+- `tick` (every tick interval, per partition): timers of relative windows fire and old
+  dedup entries are swept, inside the partition's transaction like everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from connectors.contract import DLQ_TOPIC, EVENTS_TOPIC, ContractError, RawEvent
+from rules import RuleError
+from segments.settings import Settings
+from stream.changes import (
+    MEMBERS_TOPIC,
+    MEMBERSHIP_TOPIC,
+    RULES_TOPIC,
+    MembershipChange,
+    member_key,
+    member_state,
+)
+from stream.classify import ClassifyError
+from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
+from stream.facts import FACTS_TOPIC, Fact, FactDecodeError
+from stream.membership import (
+    ContactState,
+    on_fact,
+    on_horizon,
+    on_rule,
+    on_time,
+    prune,
+    too_old,
+)
+from stream.metrics import StreamMetrics
+from stream.options import CONTROL_TOPIC, StreamOptions
+from stream.partition_state import PartitionState, rule_from_doc
+from stream.runtime import Outbox
+from stream.state import JSON, RAW, Codec, State, recover_all, state_topic
+
+log = logging.getLogger("segments.stream")
+#: How often each classify partition forgets dedup entries past their window.
+SWEEP_SECONDS = 60
+CONTACT = Codec(ContactState.to_bytes, ContactState.from_bytes)
+#: Errors of a malformed fact or control message: dead-lettered, never fatal.
+BAD_INPUT = (FactDecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError)
+
+
+class Pipeline:
+    """Classification and membership of the partitions this worker owns."""
+
+    def __init__(self, settings: Settings, options: StreamOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.clock = options.clock
+        self.metrics = StreamMetrics()
+        topic = settings.topic
+        self.events_topic = topic(EVENTS_TOPIC)
+        self.facts_topic = topic(FACTS_TOPIC)
+        self.control_topic = topic(CONTROL_TOPIC)
+        self.rules_topic = topic(RULES_TOPIC)
+        self.dlq_topic = topic(DLQ_TOPIC)
+        self.membership_topic = topic(MEMBERSHIP_TOPIC)
+        self.members_topic = topic(MEMBERS_TOPIC)
+        self.topics: Sequence[str] = [self.events_topic, self.rules_topic]
+        if options.membership:
+            self.topics = [*self.topics, self.facts_topic, self.control_topic]
+        self.states: list[State] = []
+        self.customers, self.charges = self._state("customers"), self._state("charges")
+        self.seen, self.parked = self._state("seen"), self._state("parked")
+        self.contacts = self._state("contacts", CONTACT)
+        self.partition_rules = self._state("rules", RAW)
+        self.partitions: dict[int, PartitionState] = {}
+        self.last_sweep: dict[int, int] = {}
+        self._changes: dict[tuple[str, str], Any] = {}
+
+    def _state(self, name: str, codec: Codec = JSON) -> State:
+        store = State(name, self.settings.topic(state_topic(name)),
+                      self.settings.kafka_bootstrap_servers, codec)
+        self.states.append(store)
+        return store
+
+    # -- the runtime's interface -----------------------------------------------------
+
+    async def assigned(self, partitions: list[int]) -> None:
+        await recover_all(self.states, partitions)
+        self.adopt(partitions)
+
+    def adopt(self, partitions: list[int]) -> None:
+        """Index partitions whose state is loaded (recovered, or empty in unit tests)."""
+        for p in partitions:
+            for store in self.states:
+                store.data.setdefault(p, {})
+            self.partitions[p] = self._rebuild(p)
+
+    def revoked(self, partitions: list[int]) -> None:
+        for store in self.states:
+            store.forget(partitions)
+        for p in partitions:
+            self.partitions.pop(p, None)
+            self.last_sweep.pop(p, None)
+
+    async def process(self, partition: int, topic: str, records: list[Any],
+                      out: Outbox) -> None:
+        if topic == self.events_topic:
+            for record in records:
+                await self._classify(partition, record, out)
+        elif topic == self.facts_topic:
+            ps = self.partitions[partition]
+            for record in records:
+                try:
+                    self._fact(ps, record.value, out)
+                except BAD_INPUT as exc:
+                    self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
+        elif topic == self.control_topic:
+            ps = self.partitions[partition]
+            for record in records:
+                try:
+                    self._control(ps, record.value, out)
+                except BAD_INPUT as exc:
+                    self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
+        elif topic == self.rules_topic:
+            for record in records:
+                self._fan_out_rule(record, out)
+
+    async def tick(self, partition: int, out: Outbox) -> None:
+        now = self.clock()
+        self._maybe_sweep(partition, now)
+        ps = self.partitions.get(partition)
+        if ps is not None and self.options.membership:
+            self._timers(ps, now, out)
+
+    def state_writes(self, partition: int, out: Outbox) -> None:
+        for store in self.states:
+            for key, value in store.take(partition):
+                out.send(store.topic, key, value, partition)
+
+    # -- classification --------------------------------------------------------------
+
+    def _tables(self, p: int) -> ContactTables:
+        return ContactTables(customers=self.customers.view(p), charges=self.charges.view(p),
+                             seen=self.seen.view(p), parked=self.parked.view(p))
+
+    async def _classify(self, p: int, record: Any, out: Outbox) -> None:
+        resolver = ContactResolver(self._tables(p))
+        try:
+            raw = RawEvent.from_bytes(record.value)
+            outcome = resolver.handle(raw, self.clock())
+            await self._look_up_emails(resolver, raw, outcome)
+            self.metrics.record_outcome(raw.event_type, outcome)
+            for fact in outcome.facts:
+                out.send(self.facts_topic, fact.key(), fact.to_bytes())
+        except (ContractError, ClassifyError) as exc:
+            self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
+
+    async def _look_up_emails(self, resolver: ContactResolver, raw: RawEvent,
+                              outcome: Outcome) -> None:
+        """Ask the injected look-up for customers nobody told us about; release facts."""
+        lookup = self.options.email_lookup
+        if lookup is None:
+            return
+        for customer_id in outcome.parked_customers:
+            try:
+                email = await lookup(raw.connection_id, customer_id)
+            except Exception as exc:  # a failed look-up leaves the facts parked
+                self.metrics.email_lookup_failures.inc()
+                log.warning("email look-up failed for a customer of %s: %s",
+                            raw.connection_id, type(exc).__name__)
+                continue
+            learned = resolver.learn(raw, customer_id, email, self.clock())
+            outcome.facts.extend(learned.facts)
+            outcome.released += learned.released
+
+    def _maybe_sweep(self, p: int, now: int) -> None:
+        """Once a minute per partition, drop dedup entries past their window."""
+        if now - self.last_sweep.get(p, 0) < SWEEP_SECONDS or not self.seen.loaded(p):
+            return
+        self.last_sweep[p] = now
+        removed, dropped = sweep(self._tables(p), now)
+        self.metrics.no_email.inc(dropped)
+        if removed or dropped:
+            log.info("partition %d: swept %d expired entries, %d parked facts", p,
+                     removed, dropped)
+
+    def _dead_letter(self, record: Any, reason: str, out: Outbox) -> None:
+        self.metrics.dead_letters.inc()
+        log.warning("dead letter: %s", reason)
+        out.send(self.dlq_topic, record.key, record.value, headers=[
+            ("reason", reason.encode()), ("topic", record.topic.encode()),
+            ("partition", str(record.partition).encode()),
+            ("offset", str(record.offset).encode()),
+        ])
+
+    def _fan_out_rule(self, record: Any, out: Outbox) -> None:
+        try:
+            doc = orjson.loads(record.value) if record.value else None
+        except orjson.JSONDecodeError as exc:
+            self._dead_letter(record, f"JSONDecodeError: {exc}", out)
+            return
+        message = orjson.dumps({"k": "rule", "key": record.key.decode(), "doc": doc})
+        for p in range(self.settings.partitions):
+            out.send(self.control_topic, record.key, message, p)
+
+    # -- membership ------------------------------------------------------------------
+
+    def _rebuild(self, p: int) -> PartitionState:
+        """Derive partition p's indexes from its recovered state."""
+        state = PartitionState(p)
+        state.add_rules(rule_from_doc(raw) for raw in self.partition_rules.view(p).values())
+        for key, contact in self.contacts.view(p).items():
+            state.track(key, contact)
+        log.info("partition %d: %d rules, %d accounts with contacts", p, len(state.rules),
+                 len(state.contacts_by_account))
+        return state
+
+    def _publish(self, changes: list[MembershipChange], out: Outbox) -> None:
+        for change in changes:
+            counter = self._changes.get((change.cause, change.change))
+            if counter is None:
+                counter = self._changes[(change.cause, change.change)] = (
+                    self.metrics.changes.labels(cause=change.cause, change=change.change))
+            counter.inc()
+            out.send(self.membership_topic, change.key(), change.to_bytes())
+            out.send(self.members_topic,
+                     member_key(change.account_id, change.segment_id, change.email),
+                     member_state(change))
+
+    def _save(self, ps: PartitionState, key: str, contact: ContactState) -> None:
+        self.contacts.view(ps.partition)[key] = contact
+        ps.track(key, contact)
+
+    def _fact(self, ps: PartitionState, raw: bytes, out: Outbox) -> None:
+        fact = Fact.from_bytes(raw)
+        now = self.clock()
+        if too_old(fact, now, ps.horizon):
+            self.metrics.history_dropped.inc()
+            return
+        key = fact.key().decode()
+        view = self.contacts.view(ps.partition)
+        contact = view.get(key) or ContactState(fact.account_id, fact.email, ps.partition)
+        aged = prune(contact, now, ps.horizon)
+        changes = on_horizon(contact, aged, ps.rules_of(contact.account_id, aged), now)
+        changes += on_fact(contact, fact, ps.rules.for_fact(fact.account_id, fact.filter), now)
+        self._save(ps, key, contact)
+        self._publish(changes, out)
+
+    def _timers(self, ps: PartitionState, now: int, out: Outbox) -> None:
+        view = self.contacts.view(ps.partition)
+        for key in ps.due_contacts(now):
+            contact = view.get(key)
+            if contact is None:
+                continue
+            due = contact.next_due()
+            if due is None or due > now:
+                continue  # a stale heap entry: the contact was re-evaluated since
+            self.metrics.timer_lag.observe(now - due)
+            changes = on_time(contact, ps.rules_of(contact.account_id, contact.facts), now)
+            self._save(ps, key, contact)
+            self._publish(changes, out)
+
+    def _control(self, ps: PartitionState, raw: bytes, out: Outbox) -> None:
+        control = orjson.loads(raw)
+        if control.get("k") == "rule":
+            self._rule(ps, control["key"], control.get("doc"), out)
+        # "tick" messages of earlier versions are ignored: the runtime ticks itself.
+
+    def _rule(self, ps: PartitionState, rule_key: str, doc: Any, out: Outbox) -> None:
+        account_id, rule_id = rule_key.split("\x1f", 1)
+        now = self.clock()
+        new = None
+        rules = self.partition_rules.view(ps.partition)
+        if doc is not None:
+            raw = orjson.dumps(doc)
+            try:
+                new = rule_from_doc(raw)
+            except RuleError as exc:
+                log.error("ignoring invalid rule %s: %s", rule_key, exc)
+                return
+            old = ps.add_rule(new)
+            rules[rule_key] = raw
+        else:
+            old = ps.remove_rule(account_id, rule_id)
+            rules.pop(rule_key, None)
+        view = self.contacts.view(ps.partition)
+        for key in sorted(ps.contacts_by_account.get(account_id, ())):
+            contact = view.get(key)
+            if contact is None:
+                continue
+            before = (dict(contact.members), dict(contact.due))
+            changes = on_rule(contact, old, new, now)
+            if (contact.members, contact.due) != before:
+                self._save(ps, key, contact)
+            self._publish(changes, out)

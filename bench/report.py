@@ -8,7 +8,7 @@ Row = tuple[str, dict[str, Any] | None, str, str, str]  # figure, summary, unit,
 
 
 def _num(value: float, unit: str) -> str:
-    if unit in ("events/s", "facts/s", "MiB", "ms") and abs(value) >= 100:
+    if unit in ("events/s", "facts/s", "MiB", "ms", "µs") and abs(value) >= 100:
         return f"{value:,.0f}"
     if unit == "count":
         return f"{value:,.0f}"
@@ -62,6 +62,35 @@ def rows(report: dict[str, Any]) -> list[tuple[str, list[Row]]]:
              (t or {}).get("rules_load_s"), "s", "", ""),
             ("worker RSS after the run", (t or {}).get("worker_rss_mib"), "MiB", "", ""),
         ]))
+    eos = _get(report, "throughput", "result", "summary", "exactly_once")
+    if eos:
+        sections.append(("End-to-end throughput, one worker, exactly-once (same data)", [
+            ("stream: stripe.events to membership output", eos.get("stream_events_per_s"),
+             "events/s", "", ""),
+            ("bare aiokafka consume + orjson parse, same messages",
+             eos.get("bare_events_per_s"), "events/s", "", ""),
+            ("ratio stream / bare", eos.get("ratio_to_bare"), "ratio", "", ""),
+            ("ratio stream / Quix Streams (at-least-once, its default)",
+             eos.get("ratio_to_peer"), "ratio", "", ""),
+        ]))
+
+    c = _get(report, "classify", "result", "summary") or {}
+    c_cfg = _get(report, "classify", "result", "config") or {}
+    g = _get(report, "logic", "result", "summary") or {}
+    sections.append((f"Classification alone, one worker, {c_cfg.get('guarantee', '')} "
+                     f"({c_cfg.get('events', 0):,} events; the worker runs only that stage)", [
+        ("classify stage", c.get("events_per_s"), "events/s", "", ""),
+        ("facts written", c.get("facts_per_s"), "facts/s", "", ""),
+        ("bare aiokafka consume + orjson parse, same messages", c.get("bare_events_per_s"),
+         "events/s", "", ""),
+        ("ratio classify / bare", c.get("ratio_to_bare"), "ratio", "", ""),
+        ("our Python alone, no broker: classification per event",
+         g.get("classify_us_per_event"), "µs", "", ""),
+        ("our Python alone, no broker: membership per fact", g.get("membership_us_per_fact"),
+         "µs", "", ""),
+        ("hence at most (one core, no Kafka at all)", g.get("ceiling_events_per_s"),
+         "events/s", "", ""),
+    ]))
 
     lat = _get(report, "latency", "result", "summary") or {}
     lat_cfg = _get(report, "latency", "result", "config") or {}

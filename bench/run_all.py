@@ -34,7 +34,9 @@ PROFILE_DIR = "/tmp/segments-bench-profile"
 FULL: dict[str, list[str]] = {
     "profile": ["--contacts", "20000", "--runs", "1", "--no-peer", "--profile", PROFILE_DIR],
     "throughput": ["--contacts", "100000", "--accounts", "100", "--rules-per-account", "10",
-                   "--runs", "3"],
+                   "--runs", "3", "--guarantee", "at_least_once", "exactly_once"],
+    "classify": ["--contacts", "100000", "--runs", "3"],
+    "logic": ["--contacts", "50000", "--runs", "3"],
     "latency": ["--rates", "1000", "250", "--seconds", "4", "--runs", "3",
                 "--eos-commit-intervals", "0.1", "1.0"],
     "scaleout": ["--contacts", "6000", "--runs", "3"],
@@ -45,7 +47,9 @@ FULL: dict[str, list[str]] = {
 QUICK: dict[str, list[str]] = {
     "profile": ["--contacts", "5000", "--runs", "1", "--no-peer", "--profile", PROFILE_DIR],
     "throughput": ["--contacts", "10000", "--accounts", "100", "--rules-per-account", "10",
-                   "--runs", "3"],
+                   "--runs", "3", "--guarantee", "at_least_once", "exactly_once"],
+    "classify": ["--contacts", "10000", "--runs", "3"],
+    "logic": ["--contacts", "10000", "--runs", "3"],
     "latency": ["--rates", "1000", "250", "--seconds", "2", "--runs", "3",
                 "--eos-commit-intervals", "0.1", "1.0"],
     "scaleout": ["--contacts", "3000", "--runs", "3"],
@@ -54,6 +58,7 @@ QUICK: dict[str, list[str]] = {
     "rules": ["--runs", "3"],
 }
 SCRIPTS = {"profile": "bench_throughput.py", "throughput": "bench_throughput.py",
+           "classify": "bench_classify.py", "logic": "bench_logic.py",
            "latency": "bench_latency.py", "scaleout": "bench_scaleout.py",
            "state": "bench_state.py",
            "backfill": "bench_backfill.py", "rules": "bench_rules.py"}
@@ -95,10 +100,18 @@ def run_backfill(argv: list[str]) -> dict[str, Any]:
 
 
 def runners() -> dict[str, Callable[[list[str]], dict[str, Any]]]:
-    from bench import bench_latency, bench_scaleout, bench_state, bench_throughput
+    from bench import (
+        bench_classify,
+        bench_latency,
+        bench_logic,
+        bench_scaleout,
+        bench_state,
+        bench_throughput,
+    )
 
     return {"rules": run_rules, "backfill": run_backfill, "profile": run_profile,
             "throughput": bench_throughput.main, "latency": bench_latency.main,
+            "classify": bench_classify.main, "logic": bench_logic.main,
             "scaleout": bench_scaleout.main, "state": bench_state.main}
 
 

@@ -8,13 +8,14 @@ share one definition of what a rule means.
     matches(rule, fact, now)                  # one fact
     is_member(rule, facts, now)               # one contact
     next_change(rule, facts, now)             # when the clock alone flips is_member
+    evaluate(rule, facts, now)                # both at once (the stream's hot path)
 
 Times are int epoch seconds (UTC); money is int minor units on facts and Decimal major
 units in rules.
 """
 
 from rules.errors import FieldError, RuleError
-from rules.evaluate import is_member, matches, next_change
+from rules.evaluate import evaluate, is_member, matches, next_change
 from rules.fact import FactView
 from rules.index import RuleIndex
 from rules.model import Rule
@@ -29,6 +30,7 @@ __all__ = [
     "Rule",
     "RuleError",
     "RuleIndex",
+    "evaluate",
     "is_member",
     "matches",
     "next_change",

@@ -59,6 +59,21 @@ def next_change(rule: Rule, facts: Iterable[FactView], now: int) -> int | None:
     if not rule.relative_conditions:
         return None
     candidates = _static_candidates(rule, facts)
+    return _next_change_of(rule, candidates, now, _member_at(rule, candidates, now))
+
+
+def evaluate(rule: Rule, facts: Iterable[FactView], now: int) -> tuple[bool, int | None]:
+    """`(is_member(...), next_change(...))`, with the clock-independent conditions
+    checked once per fact instead of once for each (the stream needs both per fact)."""
+    if not rule.relative_conditions:
+        return is_member(rule, facts, now), None
+    candidates = _static_candidates(rule, facts)
+    member = _member_at(rule, candidates, now)
+    return member, _next_change_of(rule, candidates, now, member)
+
+
+def _next_change_of(rule: Rule, candidates: Sequence[FactView], now: int,
+                    current: bool) -> int | None:
     instants = sorted(
         {
             instant
@@ -68,7 +83,6 @@ def next_change(rule: Rule, facts: Iterable[FactView], now: int) -> int | None:
             if instant > now
         }
     )
-    current = _member_at(rule, candidates, now)
     for instant in instants:
         if _member_at(rule, candidates, instant) != current:
             return instant
@@ -84,12 +98,16 @@ def _member_by_count(rule: Rule, count: int) -> bool:
 def _static_candidates(rule: Rule, facts: Iterable[FactView]) -> Sequence[FactView]:
     """Facts (one per fact id) that pass everything that does not depend on the clock."""
     seen: dict[str, FactView] = {}
+    static = rule.static_conditions
     for fact in facts:
         if fact.fact_id in seen:
             continue
         if fact.filter != rule.filter or fact.account_id != rule.account_id:
             continue
-        if all(condition.holds(fact, 0) for condition in rule.static_conditions):
+        for condition in static:  # a loop, not all(<generator>): the hot path
+            if not condition.holds(fact, 0):
+                break
+        else:
             seen[fact.fact_id] = fact
     return tuple(seen.values())
 

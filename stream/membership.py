@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from rules import Rule, is_member, next_change
+from rules import Rule, evaluate
 from stream.changes import Cause, MembershipChange, iso
 from stream.facts import Fact
 
@@ -86,8 +86,7 @@ def _decide(
 ) -> MembershipChange | None:
     """Re-evaluate one segment for this contact; record and return a change, if any."""
     facts = state.facts_for(rule.filter)
-    member = bool(facts) and is_member(rule, facts, now)
-    due = next_change(rule, facts, now) if facts and rule.time_dependent else None
+    member, due = evaluate(rule, facts, now) if facts else (False, None)
     if due is None:
         state.due.pop(rule.id, None)
     else:

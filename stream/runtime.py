@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,12 +45,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from stream.partitioning import partition_for
+
 log = logging.getLogger("segments.runtime")
 
 #: Batches a task may have queued before its partitions are paused (backpressure).
 MAX_QUEUED_BATCHES = 8
 #: Records fetched per `getmany`.
 FETCH_RECORDS = 2000
+#: Largest record batch the producers build (the broker takes 1 MiB by default).
+BATCH_BYTES = 512 * 1024
 
 
 @dataclass(slots=True)
@@ -196,12 +201,31 @@ class _Task:
             self.paused.clear()
 
     async def _send(self, out: Outbox) -> None:
+        """Send as one record batch per topic-partition: a per-message `send` (its
+        future, partitioner and metadata look-up) cost more than the processing."""
         if not out.messages:
             return
-        producer = self.producer
-        for topic, key, value, partition, headers in out.messages:
-            self.pending.append(await producer.send(
-                topic, value=value, key=key, partition=partition, headers=headers))
+        rt, producer = self.runtime, self.producer
+        by_tp: dict[tuple[str, int], list[Any]] = {}
+        for message in out.messages:
+            topic, key, _, partition, _ = message
+            if partition is None:
+                count = rt.partition_counts.get(topic) or await rt.partition_count(topic, producer)
+                partition = (random.randrange(count) if key is None
+                             else partition_for(key, count))
+            by_tp.setdefault((topic, partition), []).append(message)
+        for (topic, partition), messages in by_tp.items():
+            batch = producer.create_batch()
+            for _, key, value, _, headers in messages:
+                if batch.append(timestamp=None, key=key, value=value,
+                                headers=headers or []) is None:
+                    self.pending.append(
+                        await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(timestamp=None, key=key, value=value,
+                                    headers=headers or []) is None:
+                        raise ValueError(f"a record for {topic} exceeds the batch size")
+            self.pending.append(await producer.send_batch(batch, topic, partition=partition))
         if self.txn_started is None:
             self.txn_started = time.monotonic()
 
@@ -261,6 +285,8 @@ class StreamRuntime:
         self.consumer: Any = None
         self.producer: Any = None  # shared producer under at-least-once
         self.tasks: dict[int, _Task] = {}
+        #: topic -> its partition count, for the default (murmur2) partitioner.
+        self.partition_counts: dict[str, int] = {}
         self.commits = 0
         self.failed: BaseException | None = None
         self._done = asyncio.Event()
@@ -284,7 +310,8 @@ class StreamRuntime:
         if not self.exactly_once:
             self.producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap_servers, acks="all",
-                enable_idempotence=True, linger_ms=self.linger_ms)
+                enable_idempotence=True, linger_ms=self.linger_ms,
+                max_batch_size=BATCH_BYTES)
             await self.producer.start()
         self.consumer.subscribe(list(self.handler.topics), listener=listener)
         await self.consumer.start()
@@ -320,6 +347,16 @@ class StreamRuntime:
 
     def assigned(self) -> set[int]:
         return set(self.tasks)
+
+    async def partition_count(self, topic: str, producer: Any) -> int:
+        """Learnt once per topic (adding partitions to a running pipeline's topics would
+        move keys anyway, so it is not supported)."""
+        await producer.client._wait_on_metadata(topic)
+        count = len(producer.client.cluster.partitions_for_topic(topic) or ())
+        if not count:
+            raise RuntimeError(f"topic {topic} has no partitions")
+        self.partition_counts[topic] = count
+        return count
 
     # -- fetching --------------------------------------------------------------------
 
@@ -388,7 +425,8 @@ class StreamRuntime:
             return self.producer
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True,
-            transactional_id=f"{self.group_id}-{partition}", linger_ms=self.linger_ms)
+            transactional_id=f"{self.group_id}-{partition}", linger_ms=self.linger_ms,
+            max_batch_size=BATCH_BYTES)
         await producer.start()
         await producer.begin_transaction()
         return producer

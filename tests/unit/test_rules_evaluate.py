@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rules import FactView, Rule, is_member, matches, next_change, parse_rule
+from rules import FactView, Rule, evaluate, is_member, matches, next_change, parse_rule
 from rules.currencies import exponent
 from rules.schema import SCHEMA_PATH
 
@@ -318,6 +318,30 @@ def test_within_last_next_change_is_the_window_after_the_newest_qualifying_fact(
     assert is_member(recent, facts, now) == bool(qualifying)
     expected = max(qualifying) + window if qualifying else None
     assert next_change(recent, facts, now) == expected
+    assert evaluate(recent, facts, now) == (bool(qualifying), expected)
+
+
+@settings(max_examples=300)
+@given(
+    offsets=st.lists(st.integers(-3 * DAY, 40 * DAY), min_size=1, max_size=6),
+    amounts=st.lists(st.integers(0, 20_000), min_size=6, max_size=6),
+    at_least=st.integers(1, 3),
+    kind=st.sampled_from(["within_last", "more_than_ago"]),
+    counted=st.booleans(),
+)
+def test_evaluate_is_is_member_and_next_change(offsets: list[int], amounts: list[int],
+                                               at_least: int, kind: str,
+                                               counted: bool) -> None:
+    conditions: list[tuple[str, str, Any]] = [
+        ("amount", "gt", "50"), ("date", kind, {"count": 10, "unit": "days"})]
+    if counted:
+        conditions.append(("occurrences", "gte", at_least))
+    segment = rule("charge_failed", *conditions)
+    facts = [Fact(fact_id=f"f{i}", occurred_at=T0 - offset, amount=amounts[i], currency="usd")
+             for i, offset in enumerate(offsets)]
+    for now in (T0, T0 + 5 * DAY, T0 + 30 * DAY):
+        assert evaluate(segment, facts, now) == (is_member(segment, facts, now),
+                                                 next_change(segment, facts, now))
 
 
 def test_months_are_calendar_months_in_the_rules_zone() -> None:

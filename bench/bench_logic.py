@@ -1,0 +1,112 @@
+"""The pipeline's own CPU cost per event, with no broker: the ceiling of one worker.
+
+    python bench/bench_logic.py [--contacts 50000] [--runs 3]
+
+Drives `stream.pipeline.Pipeline` in-process, exactly as the runtime does (batches of
+records in, an outbox of messages out, state writes taken every 500 records), over the
+throughput benchmark's data and rules: first classification of every raw event, then
+membership of every fact it produced. No Kafka, no asyncio waiting: what is measured is
+our Python (decoding, classification, dedup, rule evaluation, state encoding). The
+stream's throughput cannot exceed 1 / (classify + membership) per worker core, whatever
+the runtime does; comparing the two says how much the runtime and Kafka client cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common, dataset
+from bench.bench_throughput import rule_messages
+from segments.settings import Settings
+from stream.options import StreamOptions
+from stream.partitioning import partition_for
+from stream.pipeline import Pipeline
+from stream.runtime import Outbox
+
+PARTITIONS = common.PARTITIONS
+STATE_EVERY = 500
+
+
+class Record:
+    __slots__ = ("key", "offset", "partition", "topic", "value")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None,
+                 value: bytes | None) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.key, self.value = key, value
+
+
+async def feed(pipeline: Pipeline, topic: str,
+               messages: list[tuple[bytes | None, bytes | None, int]]) -> Outbox:
+    """Process `messages` (key, value, partition) one record per batch; all output."""
+    out = Outbox()
+    for offset, (key, value, p) in enumerate(messages):
+        await pipeline.process(p, topic, [Record(topic, p, offset, key, value)], out)
+        if offset % STATE_EVERY == 0:
+            pipeline.state_writes(p, out)
+    for p in range(PARTITIONS):
+        pipeline.state_writes(p, out)
+    return out
+
+
+async def one_run(data: dataset.Dataset, rules: list[dict[str, Any]]) -> dict[str, float]:
+    settings = Settings(topic_prefix="logic.", partitions=PARTITIONS)
+    pipeline = Pipeline(settings, StreamOptions())
+    pipeline.adopt(list(range(PARTITIONS)))
+    control = await feed(pipeline, settings.topic("segments.rules"),
+                         [(k, v, 0) for k, v in rule_messages(rules)])
+    await feed(pipeline, settings.topic("segments.control"),
+               [(k, v, p or 0) for t, k, v, p, _ in control.messages if t.endswith("control")])
+    events = [(k, v, partition_for(k, PARTITIONS)) for k, v in data.messages]
+    started = time.perf_counter()
+    out = await feed(pipeline, settings.topic("stripe.events"), events)
+    classified = time.perf_counter()
+    facts = [(k, v, partition_for(k or b"", PARTITIONS))
+             for t, k, v, _, _ in out.messages if t == settings.topic("stripe.facts")]
+    changes = await feed(pipeline, settings.topic("stripe.facts"), facts)
+    done = time.perf_counter()
+    joined = sum(1 for t, *_ in changes.messages if t == settings.topic("segments.membership"))
+    return {"events": len(events), "facts": len(facts), "changes": joined,
+            "classify_us_per_event": (classified - started) / len(events) * 1e6,
+            "membership_us_per_fact": (done - classified) / max(1, len(facts)) * 1e6,
+            "ceiling_events_per_s": len(events) / (done - started)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contacts", type=int, default=50_000)
+    parser.add_argument("--accounts", type=int, default=100)
+    parser.add_argument("--rules-per-account", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    data = dataset.events(args.contacts, args.accounts, int(time.time()), per_contact="one")
+    rules = dataset.rules_for(args.accounts, args.rules_per_account)
+    runs = [asyncio.run(one_run(data, rules)) for _ in range(args.runs)]
+    result: dict[str, Any] = {
+        "config": {"contacts": args.contacts, "accounts": args.accounts, "rules": len(rules),
+                   "runs": args.runs},
+        "summary": {name: common.summary([r[name] for r in runs])
+                    for name in ("classify_us_per_event", "membership_us_per_fact",
+                                 "ceiling_events_per_s")},
+        "runs": runs,
+    }
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+    s = result["summary"]
+    print(f"classify {s['classify_us_per_event']['median']:.1f} µs/event, membership "
+          f"{s['membership_us_per_fact']['median']:.1f} µs/fact: at most "
+          f"{s['ceiling_events_per_s']['median']:,.0f} events/s per worker core")
+    return result
+
+
+if __name__ == "__main__":
+    main()

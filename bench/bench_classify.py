@@ -45,8 +45,15 @@ async def facts_between(settings: Settings, start: dict[int, int]) -> int:
     deadline = time.monotonic() + 300
     async with common.TopicReader(settings, FACTS_TOPIC, start) as reader:
         assert reader.consumer is not None
-        while any(await reader.consumer.position(tp) < end[tp.partition]
-                  for tp in reader.consumer.assignment()):
+        consumer = reader.consumer
+
+        async def behind() -> bool:
+            for tp in consumer.assignment():
+                if await consumer.position(tp) < end[tp.partition]:
+                    return True
+            return False
+
+        while await behind():
             if time.monotonic() > deadline:
                 raise TimeoutError("facts not read to their end within 300 s")
             count += len(await reader.batch())

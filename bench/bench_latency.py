@@ -159,7 +159,7 @@ async def stamps(settings: Any, topic: str, path: tuple[str, ...],
 
 async def stage_breakdown(settings: Any, scheduled: dict[str, float],
                           arrived: dict[str, float]) -> dict[str, float]:
-    """Median milliseconds spent in each hop, from the records' own timestamps:
+    """Median (and p99) milliseconds spent in each hop, from the records' timestamps:
     POST→raw event appended (connector), →fact sent (classify), →change sent
     (membership), →change read (transaction commit and the reader)."""
     events = await stamps(settings, EVENTS_TOPIC,
@@ -172,6 +172,7 @@ async def stage_breakdown(settings: Any, scheduled: dict[str, float],
     for name, (before, after) in hops.items():
         spans = sorted(1000 * (after[e] - before[e]) for e in after if e in before)
         out[name] = spans[len(spans) // 2] if spans else float("nan")
+        out[f"{name}_p99"] = spans[int(len(spans) * 0.99)] if spans else float("nan")
     return out
 
 
@@ -242,10 +243,12 @@ async def repeat(configs: list[Config], args: argparse.Namespace, run: int,
         measured = await one(group, args, run * 100 + n, workdir)
         results.update(measured)
         for label, result in measured.items():
-            stages = ", ".join(f"{k} {v:.0f}" for k, v in result["stages_p50_ms"].items())
+            hops = result["stages_p50_ms"]
+            stages = ", ".join(f"{k} p50 {hops[k]:.0f} p99 {hops[k + '_p99']:.0f}"
+                               for k in hops if not k.endswith("_p99"))
             log(f"run {run} {label}: p50 {result['p50_ms']:.1f} ms, p99 "
                 f"{result['p99_ms']:.1f} ms, sent {result['sent_per_s']:.0f}/s, missing "
-                f"{result['missing']}, http errors {result['http_errors']} (p50 by hop, ms: "
+                f"{result['missing']}, http errors {result['http_errors']} (by hop, ms: "
                 f"{stages})")
     return results
 

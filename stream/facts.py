@@ -8,6 +8,7 @@ time zones in the hot path; rules convert calendar dates to instants once, at lo
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -96,7 +97,11 @@ class Fact:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Fact:
         try:
-            plans = tuple(doc.get("plans") or ())
+            plans = tuple(_shared(plan) for plan in doc.get("plans") or ())
+            for name in _FEW_VALUES:
+                value = doc.get(name)
+                if type(value) is str:
+                    doc[name] = _shared(value)
             return cls(**{**doc, "plans": plans})
         except TypeError as exc:
             raise FactDecodeError(str(exc)) from None
@@ -110,6 +115,15 @@ class Fact:
         if not isinstance(doc, dict):
             raise FactDecodeError("fact is not a JSON object")
         return cls.from_dict(doc)
+
+
+#: Fields with few distinct values: a worker holds millions of facts, so each of these
+#: strings is kept once (interned), not once per fact as decoded from JSON.
+_FEW_VALUES = ("filter", "account_id", "connection_id", "currency", "source_event_type")
+
+
+def _shared(value: str) -> str:
+    return sys.intern(value) if len(value) <= 64 else value
 
 
 def contact_key(account_id: str, email: str) -> bytes:

@@ -40,7 +40,7 @@ def history_horizon(rules: Iterable[Rule]) -> int:
     return max(HISTORY_FLOOR, longest + 3 * DAY)
 
 
-@dataclass
+@dataclass(slots=True)
 class ContactState:
     account_id: str
     email: str

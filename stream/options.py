@@ -27,7 +27,7 @@ class StreamOptions:
     commit_interval: float = 0.1
     tick_interval: float = 1.0
     #: How long the producer waits to fill a batch (milliseconds).
-    linger_ms: int = 5
+    linger_ms: int = 0
     clock: Clock = system_clock
     #: Asked when a fact's customer has no known email (a customer older than the
     #: backfill window has no customer.* event); None waits for such an event.

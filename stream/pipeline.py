@@ -48,7 +48,7 @@ from stream.metrics import StreamMetrics
 from stream.options import CONTROL_TOPIC, StreamOptions
 from stream.partition_state import PartitionState, rule_from_doc
 from stream.runtime import Outbox
-from stream.state import JSON, RAW, Codec, State, recover_all, state_topic
+from stream.state import JSON, RAW, Codec, State, compact, recover_all, state_topic
 
 log = logging.getLogger("segments.stream")
 #: How often each classify partition forgets dedup entries past their window.
@@ -117,18 +117,12 @@ class Pipeline:
         if topic == self.events_topic:
             for record in records:
                 await self._classify(partition, record, out)
-        elif topic == self.facts_topic:
+        elif topic in (self.facts_topic, self.control_topic):
             ps = self.partitions[partition]
+            handle = self._fact if topic == self.facts_topic else self._control
             for record in records:
                 try:
-                    self._fact(ps, record.value, out)
-                except BAD_INPUT as exc:
-                    self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
-        elif topic == self.control_topic:
-            ps = self.partitions[partition]
-            for record in records:
-                try:
-                    self._control(ps, record.value, out)
+                    handle(ps, record.value, out)
                 except BAD_INPUT as exc:
                     self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
         elif topic == self.rules_topic:
@@ -282,7 +276,7 @@ class Pipeline:
         new = None
         rules = self.partition_rules.view(ps.partition)
         if doc is not None:
-            raw = orjson.dumps(doc)
+            raw = compact(orjson.dumps(doc))  # kept per partition: exact size
             try:
                 new = rule_from_doc(raw)
             except RuleError as exc:

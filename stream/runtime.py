@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -110,6 +111,8 @@ class _Task:
         self.next_offset: dict[Any, int] = {}
         self.uncommitted: dict[Any, int] = {}
         self.pending: list[asyncio.Future[Any]] = []
+        #: At-least-once: the latest background acknowledgement and offset commit.
+        self.committing: asyncio.Task[None] | None = None
         self.stopping = False
         self.busy = False
         self.task: asyncio.Task[None] | None = None
@@ -129,6 +132,9 @@ class _Task:
             self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+        if self.committing is not None:  # cancelled while idle: its commits still land
+            with contextlib.suppress(Exception):
+                await self.committing
 
     async def _run(self) -> None:
         rt = self.runtime
@@ -154,7 +160,7 @@ class _Task:
                     await self._commit()
                 self.busy = False
             self.busy = True
-            await self._commit()
+            await self._commit(final=True)
         except asyncio.CancelledError:
             if self.busy:
                 raise
@@ -235,25 +241,47 @@ class _Task:
         return (self.queue.empty()
                 or time.monotonic() - self.txn_started >= self.runtime.commit_interval)
 
-    async def _commit(self) -> None:
-        """Everything sent is acknowledged, then the offsets commit with it."""
-        if self.txn_started is None:
-            return
+    async def _commit(self, final: bool = False) -> None:
+        """Everything sent is acknowledged, then the offsets commit with it.
+
+        Exactly-once: the transaction commits before anything else is sent (the
+        producer's next transaction cannot start earlier). At-least-once: the
+        acknowledgements and the offset commit run in the background, one after the
+        other in order, so processing never waits for a round trip."""
         rt = self.runtime
-        if self.pending:
-            await asyncio.gather(*self.pending)
-            self.pending.clear()
-        offsets = dict(self.uncommitted)
-        if rt.exactly_once:
-            if offsets:
-                await self.producer.send_offsets_to_transaction(offsets, rt.group_id)
-            await self.producer.commit_transaction()
-            await self.producer.begin_transaction()
-        elif offsets:
-            await rt.consumer.commit(offsets)
-        self.uncommitted.clear()
-        self.txn_started = None
-        rt.commits += 1
+        if self.txn_started is not None:
+            pending, offsets = self.pending, dict(self.uncommitted)
+            self.pending, self.uncommitted = [], {}
+            self.txn_started = None
+            rt.commits += 1
+            if rt.exactly_once:
+                if pending:
+                    await asyncio.gather(*pending)
+                if offsets:
+                    await self.producer.send_offsets_to_transaction(offsets, rt.group_id)
+                await self.producer.commit_transaction()
+                await self.producer.begin_transaction()
+            else:
+                self.committing = asyncio.create_task(
+                    self._acknowledge(self.committing, pending, offsets))
+                self.committing.add_done_callback(self._acknowledged)
+        if final and self.committing is not None:
+            await self.committing
+
+    async def _acknowledge(self, previous: asyncio.Task[None] | None,
+                           pending: list[asyncio.Future[Any]], offsets: dict[Any, int]) -> None:
+        if previous is not None:
+            await previous
+        if pending:
+            await asyncio.gather(*pending)
+        if offsets:
+            await self.runtime.consumer.commit(offsets)
+
+    def _acknowledged(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("partition %d: output or offsets not acknowledged: %r", self.partition,
+                      task.exception())
+            self.runtime.fail(task.exception())  # type: ignore[arg-type]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -263,16 +291,25 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.runtime = runtime
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.runtime._revoke()
+        try:
+            await self.runtime._revoke()
+        except Exception as exc:  # aiokafka would only log it and carry on
+            log.exception("giving up partitions failed")
+            self.runtime.fail(exc)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.runtime._assign(list(assigned))
+        try:
+            await self.runtime._assign(list(assigned))
+        except Exception as exc:  # e.g. state recovery stalled: never run without state
+            log.exception("taking over partitions %s failed", sorted(
+                {tp.partition for tp in assigned}))
+            self.runtime.fail(exc)
 
 
 class StreamRuntime:
     def __init__(self, *, bootstrap_servers: str, group_id: str, handler: Handler,
                  exactly_once: bool = True, commit_interval: float = 0.1,
-                 tick_interval: float = 1.0, linger_ms: int = 5,
+                 tick_interval: float = 1.0, linger_ms: int = 0,
                  session_timeout_ms: int = 10_000) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
@@ -413,6 +450,10 @@ class StreamRuntime:
             started = time.monotonic()
             producers = await asyncio.gather(*(self._producer(p) for p in partitions))
             await self.handler.assigned(partitions)
+            # The recovered state lives as long as the assignment and holds no cycles:
+            # keep the cyclic collector from re-scanning it (refcounting still frees it).
+            gc.collect()
+            gc.freeze()
             for p, producer in zip(partitions, producers, strict=True):
                 task = self.tasks[p] = _Task(self, p, producer)
                 task.start()

@@ -1,8 +1,10 @@
 """Workers as real processes: kill -9 in the middle, and two sharing the partitions.
 
 The expected output is computed independently of the stream: every contact whose
-facts satisfy a rule joins that segment exactly once (these rules have no relative
-windows, so nothing ever leaves), whatever the interleaving of rules and facts.
+facts satisfy a rule joins that segment exactly once, whatever the interleaving of
+rules and facts. With a relative window (`test_kill_9_while_windows_close`), every
+contact leaves exactly once, at the exact instant its window closed, even when the
+worker that should have said so was killed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from segments.settings import Settings
 from segments.topics import ensure_topics
 from tests.integration.test_pipeline import Topics, rule, wait_changes
 from tests.unit import stripe_events as se
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 CONTACTS = 60
@@ -169,3 +172,52 @@ async def test_repeated_kills_at_random_points(settings: Settings, tmp_path: Pat
     finally:
         await topics.close()
     assert kills == 3
+
+
+HOUR = 3600
+
+
+async def test_kill_9_while_windows_close(settings: Settings, tmp_path: Path,
+                                          processes: list[subprocess.Popen[bytes]]) -> None:
+    """Each contact paid just under an hour ago: joins now, leaves on the clock within
+    the next minute. The worker is killed while the leaves are being published."""
+    from stream.changes import iso
+
+    await ensure_topics(settings)
+    topics = Topics(settings)
+    await topics.producer.start()
+    contacts = 30
+    try:
+        await topics.rule(rule("recent", "charge_succeeded",
+                               {"field": "date", "op": "within_last",
+                                "value": {"count": 1, "unit": "hours"}}), "acme", "recent")
+        processes.append(worker(settings, tmp_path / "w.log"))
+        start = int(time.time())
+        # Windows close 20..49 s from now: after every join, spread over the kill.
+        closes = {f"w{c}@example.com": start + 20 + c for c in range(contacts)}
+        for email, close in closes.items():
+            ch = se.charge(amount=5_000, billing_email=email, created=close - HOUR)
+            await topics.raw(se.event("charge.succeeded", ch, created=close - HOUR))
+        await wait_changes(topics, contacts, timeout=19)  # every join, before any leave
+
+        async def some_left() -> bool:
+            return any(c.change == "left" for c in await topics.changes())
+
+        await async_wait_for(some_left, 60, what="the first window to close")
+        os.killpg(processes[-1].pid, signal.SIGKILL)
+        processes[-1].wait()
+        processes.append(worker(settings, tmp_path / "w.log"))
+        changes = await wait_changes(topics, 2 * contacts, timeout=120)
+        assert len(await topics.drained()) == 2 * contacts
+    finally:
+        await topics.close()
+    by_email: dict[str, list[tuple[str, str, str]]] = {}
+    for c in changes:
+        by_email.setdefault(c.email, []).append((c.change, c.cause, c.at))
+    assert set(by_email) == set(closes)
+    for email, close in closes.items():
+        joined, left = by_email[email]
+        # "rule" when the fact reached its partition before the rule did.
+        assert joined[0] == "joined", email
+        assert joined[1] in ("fact", "rule"), email
+        assert left == ("left", "time", iso(close)), email

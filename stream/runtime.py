@@ -68,6 +68,10 @@ class Outbox:
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              partition: int | None = None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
+        # An exact-size copy: orjson's result holds a 4 KiB buffer whatever its length
+        # (orjson#483), and one batch can hold 100,000 messages (a rule recompute).
+        if value is not None:
+            value = bytes(memoryview(value))
         self.messages.append((topic, key, value, partition, headers))
 
 

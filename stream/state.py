@@ -74,6 +74,9 @@ class PartitionView(MutableMapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)  # the hot path: no KeyError round trip
+
     def __setitem__(self, key: str, value: Any) -> None:
         self._data[key] = value
         self._pending[key] = value
@@ -100,12 +103,19 @@ class State:
         self.data: dict[int, dict[str, Any]] = {}
         #: partition -> key -> value (None: deleted) written since the last `take`.
         self.pending: dict[int, dict[str, Any]] = {}
+        self._views: dict[int, PartitionView] = {}
 
     def loaded(self, partition: int) -> bool:
         return partition in self.data
 
     def view(self, partition: int) -> PartitionView:
-        return PartitionView(self, partition)
+        """The partition as a mapping (one per partition, made anew when the partition's
+        data or pending writes were replaced by a recovery or a `forget`)."""
+        view = self._views.get(partition)
+        if (view is None or view._data is not self.data.get(partition)
+                or view._pending is not self.pending.get(partition)):
+            view = self._views[partition] = PartitionView(self, partition)
+        return view
 
     def forget(self, partitions: list[int] | None = None) -> None:
         """After a rebalance: anything may change elsewhere; recover again."""

@@ -46,7 +46,7 @@ def rule_doc(account: str, segment: str, name: str = "", filter_: str = "refunde
 
 class Feeder:
     """Writes what the membership agents write: each change on `segments.membership` and
-    its state on `segments.members`, in one transaction (as Faust's exactly-once does)."""
+    its state on `segments.members`, in one transaction (as the worker's exactly-once does)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -1,6 +1,6 @@
 """Abuse across the whole pipeline: connector → stream → read model → query API.
 
-One pipeline for the module (in-process connector, Faust app and serving process on
+One pipeline for the module (in-process connector, stream worker and serving process on
 the session's real Kafka and Redis), two Center accounts connected with their own
 webhook secrets, and the same segment id and the same emails in both:
 

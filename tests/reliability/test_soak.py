@@ -1,6 +1,6 @@
 """A bounded soak: signed webhooks at a steady rate through connector and stream.
 
-In-process connector and Faust app (exactly-once, as in production) on the session's
+In-process connector and stream worker (exactly-once, as in production) on the session's
 Kafka and Redis. `SOAK_SECONDS` (default 60; 600 for the full ten minutes) at
 `SOAK_RATE` webhooks per second (default 40), each a new charge of one of 300 contacts,
 two rules (one with a relative window, so timers run too). Every `SOAK_SAMPLE_S`

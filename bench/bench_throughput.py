@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         type=lambda text: tuple(text.split("=", 1)),
-                        help="extra environment of the worker (experiments, e.g. Faust's "
-                             "PRODUCER_LINGER=0.005); not used by `make bench`")
+                        help="extra environment of the worker (experiments, e.g. "
+                             "BENCH_GC_STATS=1); not used by `make bench`")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.profile is not None:

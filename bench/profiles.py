@@ -66,7 +66,7 @@ def _name(frame: str) -> str:
 def top(path: Path, limit: int = 25,
         thread: str | None = "MainThread") -> tuple[int, list[Entry], list[Entry]]:
     """(samples, top by self share, top by inclusive share) of one thread (the event
-    loop's, by default: Faust runs its agents, tables and producer there)."""
+    loop's, by default: the runtime, the pipeline and the Kafka clients run there)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0

@@ -200,11 +200,14 @@ def write_markdown(report: dict[str, Any]) -> str:
         lines += [f"| {e['self_pct']:.1f}% | {e['total_pct']:.1f}% | `{e['function']}` |"
                   for e in data["top_self"][:15]]
         lines.append("")
-    lines += ["## Commands", "", "| benchmark | command | minutes | load avg before → after |",
-              "|---|---|---:|---|"]
+    lines += ["## Commands", "",
+              "| benchmark | command | run at, commit | minutes | load avg before → after |",
+              "|---|---|---|---:|---|"]
     for name, entry in report["benchmarks"].items():
         status = f" (failed: {entry['error']})" if "error" in entry else ""
-        lines.append(f"| {name} | `{entry['command']}`{status} | {entry['seconds'] / 60:.1f} | "
+        when = f"{entry.get('started', report['started'])}, {entry.get('git', report['git'])}"
+        lines.append(f"| {name} | `{entry['command']}`{status} | {when} | "
+                     f"{entry['seconds'] / 60:.1f} | "
                      f"{entry['load_average_before']} → {entry['load_average_after']} |")
     lines.append("")
     return "\n".join(lines)

@@ -5,8 +5,10 @@
 Needs the local stack (`segments stack up`: Kafka on 127.0.0.1:9092, Redis). Each
 benchmark runs on its own fresh topic prefixes; one that fails is recorded with its
 error and the others still run. `--quick` scales the data down (for a check that the
-suite works, in about 15 minutes); the default sizes are the issue's. `--profile` adds a
-py-spy profile of one throughput run to the report.
+suite works, in about 4 minutes); the default sizes are the issue's (about 10 minutes).
+`--profile` adds a py-spy profile of one throughput run to the report. `--only NAME`
+re-runs those benchmarks and keeps the others' last results (each entry says when and
+on which commit it ran).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ log = common.log
 
 PROFILE_DIR = "/tmp/segments-bench-profile"
 FULL: dict[str, list[str]] = {
-    "profile": ["--contacts", "20000", "--runs", "1", "--no-peer", "--profile", PROFILE_DIR],
+    "profile": ["--contacts", "100000", "--runs", "1", "--no-peer", "--profile", PROFILE_DIR],
     "throughput": ["--contacts", "100000", "--accounts", "100", "--rules-per-account", "10",
                    "--runs", "3", "--guarantee", "at_least_once", "exactly_once"],
     "classify": ["--contacts", "100000", "--runs", "3"],
@@ -169,13 +171,18 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_average_start": load_average(),
         "partitions": common.PARTITIONS, "benchmarks": {},
         "kafka": os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092"}
+    previous = args.out / "benchmarks.json"
+    if args.only and previous.exists():
+        kept = json.loads(previous.read_text()).get("benchmarks", {})
+        report["benchmarks"] = {k: v for k, v in kept.items() if k not in names}
     started = time.perf_counter()
     for name in names:
         argv = plan[name]
         log(f"=== {name}: python bench/{SCRIPTS[name]} {' '.join(argv)}")
         t0 = time.perf_counter()
         entry: dict[str, Any] = {"command": f"python bench/{SCRIPTS[name]} {' '.join(argv)}",
-                                 "load_average_before": load_average()}
+                                 "load_average_before": load_average(), "git": report["git"],
+                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
             entry["result"] = runners()[name](list(argv))
         except Exception as exc:  # one failing benchmark must not hide the others

@@ -1,4 +1,5 @@
-"""A broker killed (SIGKILL) under the connector while Stripe keeps posting webhooks.
+"""A broker killed (SIGKILL) under the connector while Stripe keeps posting webhooks,
+and under an exactly-once stream worker.
 
 A private three-node KRaft cluster for this module (the session broker is never
 touched): topics at replication factor 3, `min.insync.replicas=2`. Webhooks are posted
@@ -10,6 +11,10 @@ every event is there; events acknowledged at the first attempt are there exactly
 (the idempotent producer adds no duplicates of its own). An event answered 503 may have
 been written all the same (the acknowledgement was what got lost): its redelivery is
 then a second copy, which the stream's fact ids deduplicate; the count is reported.
+
+Under the worker (`test_broker_killed_under_an_exactly_once_worker`): the crash test's
+rounds of payments flow while a broker is killed and brought back; the membership
+output, drained, holds every expected join exactly once.
 """
 
 from __future__ import annotations
@@ -181,3 +186,68 @@ async def test_broker_killed_while_webhooks_flow(settings: Settings,
           f"killed -9 for {ready_at - killed_at:.1f}s (until ready), answers {dict(statuses)}, "
           f"{during} acknowledged while it was down, {len(redelivered)} redelivered, "
           f"{len(duplicates)} duplicate(s) from redelivery, all {len(first)} on the topic")
+
+
+async def test_broker_killed_under_an_exactly_once_worker(settings: Settings,
+                                                          cluster: QuickRestartKafka) -> None:
+    """The stream worker keeps its promise through a broker's death: leaders and
+    transaction coordinators move, and every membership change is still published
+    exactly once. A worker that gives up (exit 1 in production) is restarted, as its
+    orchestrator would; the restarts are reported."""
+    from segments.topics import ensure_topics
+    from stream.app import create_app
+    from tests.integration.test_pipeline import Topics, wait_changes
+    from tests.integration.test_worker_crash import (
+        ROUNDS,
+        assert_exact,
+        expected_joins,
+        publish_rules,
+        round_events,
+    )
+
+    private = replace(settings, kafka_bootstrap_servers=cluster.bootstrap_servers,
+                      replication_factor=3, partitions=3)
+    await ensure_topics(private)
+    topics = Topics(private)
+    await topics.producer.start()
+    restarts = 0
+    stop = asyncio.Event()
+
+    async def supervise() -> None:
+        nonlocal restarts
+        while not stop.is_set():
+            app = create_app(private)
+            await app.start()
+            try:
+                done = asyncio.create_task(app.wait())
+                await asyncio.wait({done, asyncio.create_task(stop.wait())},
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if done.done() and done.exception() is not None:
+                    restarts += 1
+                    print(f"worker failed ({done.exception()!r}); restarting")
+                else:
+                    done.cancel()
+            finally:
+                await app.stop()
+
+    worker = asyncio.create_task(supervise())
+    victim = cluster.nodes[1]
+    try:
+        await publish_rules(topics)
+        for r in range(ROUNDS):
+            for event in round_events(r):
+                await topics.raw(event)
+            if r == 1:
+                cluster.stop_node(victim, kill=True)
+            if r == 3:
+                cluster.start_node(victim)
+                await asyncio.to_thread(cluster.wait_ready, 120)
+        changes = await wait_changes(topics, len(expected_joins()), timeout=180)
+        assert_exact(await topics.drained(timeout=120))
+    finally:
+        stop.set()
+        await worker
+        await topics.close()
+    print(f"broker loss under the worker: {len(changes)} joins exactly once, broker "
+          f"{victim.node_id} killed -9 mid-stream, {restarts} worker restart(s)")
+

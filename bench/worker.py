@@ -92,7 +92,11 @@ def main() -> int:
     from stream.app import StreamOptions, create_app
 
     logging.basicConfig(level=args.loglevel.upper())
-    extra = {} if args.commit_interval is None else {"commit_interval": args.commit_interval}
+    extra: dict[str, float] = {}
+    if args.commit_interval is not None:
+        extra["commit_interval"] = args.commit_interval
+    if os.environ.get("BENCH_LINGER_MS"):  # experiment: the producers' linger
+        extra["linger_ms"] = int(os.environ["BENCH_LINGER_MS"])
     options = StreamOptions(processing_guarantee=args.guarantee,
                             membership=not args.classify_only, **extra)
     return asyncio.run(serve(create_app(Settings.from_env(), options)))

@@ -253,19 +253,28 @@ class _Task:
         acknowledgements and the offset commit run in the background, one after the
         other in order, so processing never waits for a round trip."""
         rt = self.runtime
-        if self.txn_started is not None:
+        if self.txn_started is not None and rt.exactly_once:
             pending, offsets = self.pending, dict(self.uncommitted)
             self.pending, self.uncommitted = [], {}
             self.txn_started = None
             rt.commits += 1
-            if rt.exactly_once:
-                if pending:
-                    await asyncio.gather(*pending)
-                if offsets:
-                    await self.producer.send_offsets_to_transaction(offsets, rt.group_id)
-                await self.producer.commit_transaction()
-                await self.producer.begin_transaction()
-            else:
+            if pending:
+                await asyncio.gather(*pending)
+            if offsets:
+                await self.producer.send_offsets_to_transaction(offsets, rt.group_id)
+            await self.producer.commit_transaction()
+            await self.producer.begin_transaction()
+        elif self.txn_started is not None:
+            # What was sent is visible once acknowledged, whatever the offsets: those
+            # only bound the replay after a crash, so they commit once per interval
+            # (each commit is a write to __consumer_offsets on the broker).
+            pending, self.pending = self.pending, []
+            offsets = {}
+            if final or time.monotonic() - self.txn_started >= rt.commit_interval:
+                offsets, self.uncommitted = dict(self.uncommitted), {}
+                self.txn_started = None
+                rt.commits += 1
+            if pending or offsets:
                 self.committing = asyncio.create_task(
                     self._acknowledge(self.committing, pending, offsets))
                 self.committing.add_done_callback(self._acknowledged)

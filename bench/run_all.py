@@ -134,6 +134,18 @@ def run_profile(argv: list[str]) -> dict[str, Any]:
     return profile
 
 
+async def delete_bench_topics() -> int:
+    """Every topic the benchmarks created (theirs and the Quix peer's): a broker left
+    with thousands of partitions (gigabytes) is slower for the next benchmark."""
+    from segments.topics import delete_topics_with_prefix
+
+    bootstrap = common.fresh_settings().kafka_bootstrap_servers
+    total = 0
+    for prefix in ("bench", "repartition__bench", "changelog__bench"):
+        total += await delete_topics_with_prefix(bootstrap, prefix)
+    return total
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -191,6 +203,8 @@ def main() -> int:
             log(f"{name} failed: {entry['error']}")
         entry["seconds"] = time.perf_counter() - t0
         entry["load_average_after"] = load_average()
+        removed = asyncio.run(delete_bench_topics())
+        log(f"deleted {removed} benchmark topics")
         report["benchmarks"][name] = entry
         (args.out / "benchmarks.json").write_text(json.dumps(report, indent=2))
     report["total_seconds"] = time.perf_counter() - started

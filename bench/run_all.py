@@ -203,11 +203,12 @@ def main() -> int:
             log(f"{name} failed: {entry['error']}")
         entry["seconds"] = time.perf_counter() - t0
         entry["load_average_after"] = load_average()
-        removed = asyncio.run(delete_bench_topics())
-        log(f"deleted {removed} benchmark topics")
         report["benchmarks"][name] = entry
         (args.out / "benchmarks.json").write_text(json.dumps(report, indent=2))
     report["total_seconds"] = time.perf_counter() - started
+    # At the end, not between benchmarks: the broker deletes the files a minute later
+    # (file.delete.delay.ms), which would land in the middle of the next benchmark.
+    log(f"deleted {asyncio.run(delete_bench_topics())} benchmark topics")
     (args.out / "benchmarks.json").write_text(json.dumps(report, indent=2))
     (args.out / "benchmarks.md").write_text(write_markdown(report))
     log(f"wrote {args.out / 'benchmarks.md'} and benchmarks.json in "

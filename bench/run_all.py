@@ -44,7 +44,7 @@ FULL: dict[str, list[str]] = {
     "scaleout": ["--contacts", "6000", "--runs", "3"],
     "state": ["--contacts", "100000", "--facts-per-contact", "2", "--runs", "3"],
     "backfill": ["500", "--repeats", "3"],
-    "rules": ["--runs", "5"],
+    "rules": ["--runs", "9"],
 }
 QUICK: dict[str, list[str]] = {
     "profile": ["--contacts", "5000", "--runs", "1", "--no-peer", "--profile", PROFILE_DIR],

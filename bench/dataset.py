@@ -13,77 +13,23 @@ Everything is deterministic for a given seed and `now`.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from connectors.contract import RawEvent
 from rules import FILTERS
+from segments import demo_feed
+from stream.partitioning import partition_for
 
 Message = tuple[bytes, bytes]  # (key, value)
 
-API_VERSION = "2020-08-27"
 CURRENCIES = (("usd", 1), ("eur", 1), ("jpy", 100))
-PLANS = (("price_basic", "prod_basic", 900), ("price_pro", "prod_pro", 2900),
-         ("price_team", "prod_team", 9900))
+PLANS = demo_feed.PLANS
 
 
-class Feed:
-    def __init__(self, seed: int, now: int) -> None:
-        self.rand = random.Random(seed)
-        self.now = now
-        self.counter = 0
-
-    def _id(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}_demo{self.counter:07d}"
-
-    def _event(self, kind: str, obj: dict[str, Any], created: int,
-               previous: dict[str, Any] | None = None) -> dict[str, Any]:
-        data: dict[str, Any] = {"object": obj}
-        if previous is not None:
-            data["previous_attributes"] = previous
-        return {"id": self._id("evt"), "object": "event", "api_version": API_VERSION,
-                "created": created, "data": data, "livemode": False, "pending_webhooks": 1,
-                "type": kind}
-
-    def _charge(self, customer: str, email: str, amount: int, currency: str, created: int,
-                failed: bool) -> dict[str, Any]:
-        cid = self._id("ch")
-        return {
-            "id": cid, "object": "charge", "amount": amount,
-            "amount_captured": 0 if failed else amount, "amount_refunded": 0,
-            "captured": not failed, "created": created, "currency": currency,
-            "customer": customer, "paid": not failed, "payment_intent": self._id("pi"),
-            "receipt_email": None, "refunded": False,
-            "status": "failed" if failed else "succeeded",
-            "billing_details": {"email": email, "name": None},
-            "failure_code": "card_declined" if failed else None,
-            "refunds": {"object": "list", "data": [], "has_more": False, "total_count": 0,
-                        "url": f"/v1/charges/{cid}/refunds"},
-        }
-
-    def _subscription(self, customer: str, plan: tuple[str, str, int], quantity: int,
-                      created: int) -> dict[str, Any]:
-        price, product, unit = plan
-        price_obj = {"id": price, "object": "price", "currency": "usd", "unit_amount": unit,
-                     "product": product, "recurring": {"interval": "month"}}
-        plan_obj = {"id": price, "object": "plan", "amount": unit, "currency": "usd",
-                    "product": product, "interval": "month"}
-        sid = self._id("sub")
-        return {
-            "id": sid, "object": "subscription", "customer": customer, "created": created,
-            "start_date": created, "status": "active", "cancel_at_period_end": False,
-            "cancel_at": None, "canceled_at": None, "ended_at": None,
-            "current_period_start": created, "current_period_end": created + 30 * 86400,
-            "quantity": quantity, "plan": plan_obj,
-            "items": {"object": "list", "data": [{
-                "id": self._id("si"), "object": "subscription_item", "price": price_obj,
-                "plan": plan_obj, "quantity": quantity, "subscription": sid}]},
-        }
+class Feed(demo_feed.Feed):
+    """The demo feed's Stripe object builders, with the benchmark's own customer story."""
 
     def customer_story(self, n: int) -> Iterator[dict[str, Any]]:
         """One customer's month: payments, maybe a failure, refund, subscription changes."""
@@ -226,8 +172,7 @@ def events(contacts: int, accounts: int, now: int, seed: int = 7,
 
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as aiokafka and Java) picks."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
+    return partition_for(key, partitions)
 
 
 def _sentinel_event(n: str, customer: str, email: str, now: int) -> RawEvent:

@@ -115,8 +115,9 @@ class Pipeline:
     async def process(self, partition: int, topic: str, records: list[Any],
                       out: Outbox) -> None:
         if topic == self.events_topic:
+            resolver = ContactResolver(self._tables(partition))
             for record in records:
-                await self._classify(partition, record, out)
+                await self._classify(resolver, record, out)
         elif topic in (self.facts_topic, self.control_topic):
             ps = self.partitions[partition]
             handle = self._fact if topic == self.facts_topic else self._control
@@ -147,8 +148,7 @@ class Pipeline:
         return ContactTables(customers=self.customers.view(p), charges=self.charges.view(p),
                              seen=self.seen.view(p), parked=self.parked.view(p))
 
-    async def _classify(self, p: int, record: Any, out: Outbox) -> None:
-        resolver = ContactResolver(self._tables(p))
+    async def _classify(self, resolver: ContactResolver, record: Any, out: Outbox) -> None:
         try:
             raw = RawEvent.from_bytes(record.value)
             outcome = resolver.handle(raw, self.clock())

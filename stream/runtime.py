@@ -38,7 +38,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -257,7 +257,6 @@ class _Task:
             pending, offsets = self.pending, dict(self.uncommitted)
             self.pending, self.uncommitted = [], {}
             self.txn_started = None
-            rt.commits += 1
             if pending:
                 await asyncio.gather(*pending)
             if offsets:
@@ -273,7 +272,6 @@ class _Task:
             if final or time.monotonic() - self.txn_started >= rt.commit_interval:
                 offsets, self.uncommitted = dict(self.uncommitted), {}
                 self.txn_started = None
-                rt.commits += 1
             if pending or offsets:
                 self.committing = asyncio.create_task(
                     self._acknowledge(self.committing, pending, offsets))
@@ -337,12 +335,10 @@ class StreamRuntime:
         self.tasks: dict[int, _Task] = {}
         #: topic -> its partition count, for the default (murmur2) partitioner.
         self.partition_counts: dict[str, int] = {}
-        self.commits = 0
         self.failed: BaseException | None = None
         self._done = asyncio.Event()
         self._fetcher: asyncio.Task[None] | None = None
         self._rebalance = asyncio.Lock()
-        self.on_failure: Callable[[BaseException], Awaitable[None] | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 

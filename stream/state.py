@@ -134,11 +134,6 @@ class State:
         pending.clear()
         return records
 
-    async def recover(self, partition: int) -> int:
-        """Load `partition` from its changelog (committed records only); returns keys."""
-        await recover_all([self], [partition])
-        return len(self.data[partition])
-
 
 async def recover_all(stores: list[State], partitions: list[int]) -> None:
     """Load these partitions of these stores with ONE read_committed consumer.

@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis.asyncio as aioredis
 import stripe
 
+from common.settings import Settings
+from common.topics import ensure_topics
 from connectors.backfill import BackfillJob, BackfillOptions, run_backfill
 from connectors.sink import KafkaEventSink
-from segments.settings import Settings
-from segments.topics import ensure_topics
 from tests.localstripe_server import running_localstripe
 from tests.stripe_activity import make_activity
 

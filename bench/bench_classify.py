@@ -27,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common, dataset
 from bench.bench_throughput import bare, sentinel_keys
-from connectors.contract import EVENTS_TOPIC
-from segments.settings import Settings
-from stream.facts import FACTS_TOPIC
+from common.settings import Settings
+from common.topics import EVENTS_TOPIC, FACTS_TOPIC
 
 log = common.log
 

@@ -44,9 +44,8 @@ import orjson
 
 from bench import common
 from bench.bench_webhooks import SECRET, serve_connector, start
-from connectors.contract import EVENTS_TOPIC
-from stream.changes import MEMBERSHIP_TOPIC, RULES_TOPIC, rule_key
-from stream.facts import FACTS_TOPIC
+from common.topics import EVENTS_TOPIC, FACTS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC
+from stream.changes import rule_key
 from tests.stripe_signing import sign
 
 log = common.log

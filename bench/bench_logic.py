@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common, dataset
 from bench.bench_throughput import rule_messages
-from segments.settings import Settings
+from common.settings import Settings
 from stream.options import StreamOptions
 from stream.partitioning import partition_for
 from stream.pipeline import Pipeline

@@ -31,10 +31,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import common, dataset
 from bench.bench_throughput import rule_messages, sentinel_keys
-from connectors.contract import EVENTS_TOPIC
-from segments.settings import Settings
-from stream.changes import MEMBERSHIP_TOPIC, RULES_TOPIC
-from stream.facts import FACTS_TOPIC
+from common.settings import Settings
+from common.topics import EVENTS_TOPIC, FACTS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC
 
 log = common.log
 

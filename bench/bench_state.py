@@ -44,10 +44,9 @@ import orjson
 
 from bench import common, dataset
 from bench.bench_throughput import rule_messages, sentinel_keys
-from connectors.contract import EVENTS_TOPIC
-from stream.changes import MEMBERSHIP_TOPIC, RULES_TOPIC
+from common.topics import EVENTS_TOPIC, FACTS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC
 from stream.classify import classify
-from stream.facts import FACTS_TOPIC, Fact
+from stream.facts import Fact
 
 log = common.log
 ACCOUNT = "big"

@@ -43,10 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson
 
 from bench import common, dataset, profiles
-from connectors.contract import EVENTS_TOPIC
-from segments.settings import Settings
-from stream.changes import MEMBERSHIP_TOPIC, RULES_TOPIC, rule_key
-from stream.facts import FACTS_TOPIC
+from common.settings import Settings
+from common.topics import EVENTS_TOPIC, FACTS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC
+from stream.changes import rule_key
 
 log = common.log
 

@@ -76,9 +76,9 @@ def serve_connector(port: int, ready: Any, prefix: str, connection_id: str) -> N
 
     from aiohttp import web
 
+    from common.settings import Settings
+    from common.topics import ensure_topics
     from connectors.server import SINK, STORE, create_app
-    from segments.settings import Settings
-    from segments.topics import ensure_topics
 
     logging.basicConfig(level=logging.WARNING)  # no per-request lines in the measurement
     settings = replace(Settings.from_env(), topic_prefix=prefix)

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from bench.dataset import SENTINEL_ACCOUNT, Message
-from segments.settings import Settings
-from segments.topics import ensure_topics
+from common.settings import Settings
+from common.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 #: Partitions of the benchmark's topics (SEGMENTS_PARTITIONS); 4 lets two workers share.

@@ -1,6 +1,6 @@
 """The benchmark's data: accounts, contacts with 30-day Stripe histories, and rules.
 
-Events come from `Feed` (a frozen copy of the first `segments.demo_feed` generator, so
+Events come from `Feed` (a frozen copy of the first `segments.demo.feed` generator, so
 the benchmark's data does not move with the demo: Stripe-shaped charges, refunds and
 subscriptions spread over the last 30 days, one story per contact), wrapped in the
 raw-event envelope exactly as the connector writes them. Contacts are spread evenly
@@ -19,7 +19,7 @@ from typing import Any
 
 from connectors.contract import RawEvent
 from rules import FILTERS
-from segments import demo_feed
+from segments.demo import feed as demo_feed
 from stream.partitioning import partition_for
 
 Message = tuple[bytes, bytes]  # (key, value)

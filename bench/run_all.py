@@ -137,7 +137,7 @@ def run_profile(argv: list[str]) -> dict[str, Any]:
 async def delete_bench_topics() -> int:
     """Every topic the benchmarks created (theirs and the Quix peer's): a broker left
     with thousands of partitions (gigabytes) is slower for the next benchmark."""
-    from segments.topics import delete_topics_with_prefix
+    from common.topics import delete_topics_with_prefix
 
     bootstrap = common.fresh_settings().kafka_bootstrap_servers
     total = 0

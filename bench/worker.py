@@ -87,8 +87,8 @@ def main() -> int:
     if os.environ.get("BENCH_GC_STATS"):  # experiment: log time spent in the collector
         gc_stats()
 
+    from common.settings import Settings
     from segments.commands.worker import serve
-    from segments.settings import Settings
     from stream.app import StreamOptions, create_app
 
     logging.basicConfig(level=args.loglevel.upper())

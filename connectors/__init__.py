@@ -1,4 +1,6 @@
-"""Stripe → Kafka: webhooks, account connections, the 30-day backfill, email look-ups.
+"""Stripe → Kafka (`segments connector`): webhooks, account connections, the 30-day
+backfill, email look-ups.
 
-Owns the raw-event topic contract (`connectors.contract`); never imports `stream`.
+Owns the raw-event envelope (`connectors.contract`) and the set of Stripe event types
+the engine needs. Imports `common` and `rules`; never `stream`, `serving` or `segments`.
 """

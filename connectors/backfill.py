@@ -44,6 +44,8 @@ import redis.asyncio as aioredis
 import stripe
 from stripe.params import EventListParams
 
+from common.settings import Settings
+from common.stripe_event_types import NEEDED_EVENT_TYPES
 from connectors.backfill_state import (
     BackfillProgress,
     Cursor,
@@ -58,10 +60,8 @@ from connectors.backfill_state import (
 )
 from connectors.contract import RawEvent
 from connectors.emails import EmailResolver
-from connectors.event_types import NEEDED_EVENT_TYPES
 from connectors.sink import EventSink
 from connectors.stripe_client import AsyncStripe, RequestPacer
-from segments.settings import Settings
 
 __all__ = ["BackfillBusy", "BackfillJob", "BackfillOptions", "BackfillProgress",
            "progress_key", "read_progress", "reset_backfill", "run_backfill"]

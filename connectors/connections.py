@@ -14,11 +14,14 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from common.settings import Settings
+from common.windows import BACKFILL_DAYS
+from connectors.backfill import BackfillJob, BackfillOptions, run_backfill
 from connectors.metrics import ConnectorMetrics
 from connectors.sink import EventSink
 from connectors.store import Connection, ConnectionStore, new_connection_id
@@ -32,15 +35,10 @@ from connectors.stripe_account import (
     stripe_client,
 )
 from connectors.webhooks import LOG_FIELDS, NOT_FOUND, read_capped
-from segments.settings import Settings
-
-if TYPE_CHECKING:
-    from connectors.backfill import BackfillOptions
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
-BACKFILL_DAYS = 30
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
 #: What Stripe secrets (and publishable keys) start with: never a valid account id.
@@ -206,12 +204,6 @@ class ConnectionsApi:
         """Start `connectors.backfill.run_backfill` for a connection in the background."""
         if not self.start_backfill:
             return "not_started"
-        try:
-            # Imported lazily: the webhook path does not need the backfill's imports.
-            from connectors.backfill import BackfillJob, run_backfill
-        except ImportError as exc:
-            log.warning("backfill not started for %s: %s", conn.id, type(exc).__name__)
-            return "unavailable"
         if conn.id in self.backfills:
             return "running"
         job = BackfillJob(conn.id, conn.account_id, api_key,

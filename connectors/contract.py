@@ -12,8 +12,6 @@ from typing import Any, Literal
 
 import orjson
 
-EVENTS_TOPIC = "stripe.events"
-DLQ_TOPIC = "stripe.events.dlq"
 ENVELOPE_VERSION = 1
 
 Source = Literal["webhook", "backfill"]

@@ -27,8 +27,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import stripe
 
+from common.settings import Settings
 from connectors.stripe_client import AsyncStripe, RequestPacer
-from segments.settings import Settings
 
 log = logging.getLogger(__name__)
 

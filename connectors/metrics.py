@@ -15,8 +15,8 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from common.stripe_event_types import NEEDED_EVENT_TYPES
 from connectors.backfill_state import BackfillProgress
-from connectors.event_types import NEEDED_EVENT_TYPES
 
 __all__ = ["CONTENT_TYPE_LATEST", "ConnectorMetrics", "window_ratio"]
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from segments.settings import Settings
+from common.environment import is_production, stack_dir
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,6 @@ class SecretKeyError(RuntimeError):
 
 class SecretUnreadable(RuntimeError):
     """A stored secret does not decrypt with the configured key(s)."""
-
-
-def is_production(env: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if env is None else env
-    return env.get("SEGMENTS_ENV", "").strip().lower() == "production"
 
 
 def resolve_secret_key(
@@ -52,8 +48,6 @@ def resolve_secret_key(
             "print(Fernet.generate_key().decode())'"
         )
     if stack is None:
-        from segments.stack import stack_dir
-
         stack = stack_dir()
     return _dev_key(stack / DEV_KEY_FILE)
 

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 
+from common.http import Handler, expect_handler, log_request, route_of
+from common.settings import Settings
 from connectors.connections import ConnectionsApi
 from connectors.metrics import CONTENT_TYPE_LATEST, ConnectorMetrics
 from connectors.secrets import SecretBox, resolve_secret_key
@@ -27,13 +29,11 @@ from connectors.store import ConnectionStore
 from connectors.stripe_account import RegistrationMode, guard_stripe_logging
 from connectors.supervised_sink import SupervisedSink, kafka_answers
 from connectors.webhooks import LOG_FIELDS, WebhookReceiver
-from segments.logs import fields
-from segments.settings import Settings
 
 if TYPE_CHECKING:
     from connectors.backfill import BackfillOptions
 
-access_log = logging.getLogger("segments.connector.access")
+access_log = logging.getLogger(f"{__name__}.access")
 log = logging.getLogger(__name__)
 
 METRICS: web.AppKey[ConnectorMetrics] = web.AppKey("metrics", ConnectorMetrics)
@@ -41,16 +41,8 @@ STORE: web.AppKey[ConnectionStore] = web.AppKey("store", ConnectionStore)
 SINK: web.AppKey[SupervisedSink] = web.AppKey("sink", SupervisedSink)
 CONNECTIONS: web.AppKey[ConnectionsApi] = web.AppKey("connections", ConnectionsApi)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _route_of(request: web.Request) -> str:
-    info = request.match_info.route.resource
-    return info.canonical if info is not None else "unmatched"
-
-
 def summary_middleware(metrics: ConnectorMetrics) -> Any:
-    """One summary log line per request (`segments.logs` fields), built from chosen
+    """One summary log line per request (`common.logs` fields), built from chosen
     fields only: never headers or bodies."""
 
     @web.middleware
@@ -77,37 +69,17 @@ def summary_middleware(metrics: ConnectorMetrics) -> Any:
             return web.Response(status=500, body=b'{"error":"internal error"}',
                                 content_type="application/json")
         finally:
-            route = _route_of(request)
+            route = route_of(request)
             metrics.http_requests.labels(route, str(status)).inc()
             if status >= 500:
                 metrics.http_server_errors.labels(route).inc()
-            line: dict[str, Any] = {
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-            }
-            line.update(request.get(LOG_FIELDS) or {})
+            line: dict[str, Any] = dict(request.get(LOG_FIELDS) or {})
             if error:
                 line["error"] = error
-            access_log.info("%s %s %d", request.method, request.path, status,
-                            extra=fields(**line))
+            log_request(access_log, request.method, route, status,
+                        time.perf_counter() - started, **line)
 
     return middleware
-
-
-async def expect_handler(request: web.Request) -> None:
-    """`Expect: 100-continue` as aiohttp does it; any other expectation a plain 417.
-
-    aiohttp's own handler puts the header's value into its 417 text, and a value that is
-    not UTF-8 then fails to encode: a 500, outside every middleware (found by
-    tests/reliability/test_fuzz_webhooks.py).
-    """
-    if request.headers.get("Expect", "").lower() == "100-continue":
-        if request.version == HttpVersion11:
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return
-    raise web.HTTPExpectationFailed(text="unsupported Expect header")
 
 
 async def healthz(request: web.Request) -> web.Response:

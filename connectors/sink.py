@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from connectors.contract import EVENTS_TOPIC, RawEvent
-from segments.settings import Settings
+from common.settings import Settings
+from common.topics import EVENTS_TOPIC
+from connectors.contract import RawEvent
 
 #: The largest encoded envelope published: under the producer's `max_request_size` and
 #: the broker's `message.max.bytes` (both about 1 MiB), with room for the key and the

@@ -22,10 +22,10 @@ from typing import Literal
 import aiohttp
 import stripe
 
-from connectors.event_types import NEEDED_EVENT_TYPES
+from common.settings import Settings
+from common.stripe_event_types import NEEDED_EVENT_TYPES
 from connectors.store import Registration
 from connectors.stripe_client import AsyncStripe
-from segments.settings import Settings
 
 log = logging.getLogger(__name__)
 

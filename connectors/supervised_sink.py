@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from common.settings import Settings
 from connectors.contract import RawEvent
 from connectors.sink import KafkaEventSink, SinkUnavailable
-from segments.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import orjson
 import stripe
 from aiohttp import web
 
+from common.stripe_event_types import NEEDED_EVENT_TYPES
 from connectors.contract import RawEvent
-from connectors.event_types import NEEDED_EVENT_TYPES
 from connectors.metrics import ConnectorMetrics
 from connectors.sink import MAX_RECORD_BYTES, EventSink, SinkUnavailable
 from connectors.store import ConnectionStore

@@ -1,6 +1,6 @@
-"""Segment rules without a broker: parse, validate, evaluate, index.
+"""Segment rules without a broker: parse, validate, evaluate, index; owns the filter list.
 
-Everything here is pure and synchronous, and imports nothing else of this project and
+Everything here is pure and synchronous, and imports nothing of this project but `common`, and
 no Kafka, Faust, Stripe or Redis, so the stream, the CLI, the HTTP API and the tests all
 share one definition of what a rule means.
 

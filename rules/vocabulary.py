@@ -7,16 +7,18 @@ so the UI's schema cannot drift from what the engine accepts.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
-FILTERS: Final[tuple[str, ...]] = (
+#: The six filters of SPEC, in the article's order; facts and rules both use these ids.
+FilterId = Literal[
     "charge_failed",
     "refunded",
     "charge_succeeded",
     "subscription_created",
     "subscription_changed",
     "subscription_cancelled",
-)
+]
+FILTERS: Final[tuple[FilterId, ...]] = get_args(FilterId)
 SUBSCRIPTION_FILTERS: Final[tuple[str, ...]] = (
     "subscription_created",
     "subscription_changed",

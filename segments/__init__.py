@@ -1,5 +1,6 @@
-"""The application shell: settings, the local stack and the `segments` command.
+"""The application shell: the `segments` command, its subcommands, the local stack and the
+demo.
 
-`segments.settings` is a leaf every package may import; everything else here composes
-`connectors/`, `stream/` and `rules/` and is imported by nobody but the CLI.
+Composes every layer below it (`common`, `rules`, `connectors`, `stream`, `serving`) into
+processes; nothing imports it.
 """

@@ -3,7 +3,7 @@
 A command module exposes `register(subparsers)`, which adds its parser and sets
 `func(args) -> int` as the handler; heavy imports happen inside handlers so that
 `segments --help` stays instant. Logging is configured here, once, for every command
-(`segments.logs`: JSON lines, or readable text on a terminal).
+(`common.logs`: JSON lines, or readable text on a terminal).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from segments.logs import LogConfigError, configure
+    from common.logs import LogConfigError, configure
 
     args = build_parser().parse_args(argv)
     try:

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from segments.settings import Settings
+import redis.asyncio as aioredis
+
+from common.settings import Settings
+from connectors.emails import EmailResolver
+from connectors.secrets import SecretBox, resolve_secret_key
+from connectors.store import ConnectionStore
 from stream.app import EmailLookup
 
 
@@ -21,12 +26,6 @@ def connector_email_lookup(settings: Settings) -> EmailLookup:
     async def lookup(connection_id: str, customer_id: str) -> str | None:
         resolver = built.get("resolver")
         if resolver is None:
-            import redis.asyncio as aioredis
-
-            from connectors.emails import EmailResolver
-            from connectors.secrets import SecretBox, resolve_secret_key
-            from connectors.store import ConnectionStore
-
             redis = aioredis.Redis.from_url(settings.redis_url)
             store = ConnectionStore(redis, SecretBox(resolve_secret_key(settings)),
                                     prefix=settings.topic_prefix)

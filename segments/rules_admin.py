@@ -19,10 +19,11 @@ from typing import Any
 
 import orjson
 
+from common.keys import split
+from common.settings import Settings
+from common.topics import RULES_TOPIC, TOPICS, ensure_topics
 from rules import Rule, parse_rule
-from segments.settings import Settings
-from segments.topics import TOPICS, ensure_topics
-from stream.changes import RULES_TOPIC, rule_key
+from stream.changes import rule_key
 
 RuleKey = tuple[str, str]
 
@@ -35,7 +36,7 @@ async def ensure_rules_topic(settings: Settings) -> None:
 
 
 def _split_key(key: bytes) -> RuleKey:
-    account_id, _, rule_id = key.decode().partition("\x1f")
+    account_id, rule_id = split(key, 2)
     return account_id, rule_id
 
 

@@ -1,5 +1,7 @@
-"""Kafka → facts → segment membership: the stream side of stripe-segments.
+"""The stream worker (`segments worker`): Kafka → facts → segment membership.
 
-Imports `rules/` and the raw-event contract of `connectors/`; owns the facts and
-membership topics.
+Owns classification of raw Stripe events into facts, contact resolution, membership state
+and its changelogs, the joined/left records (`stream.changes`), and the stream runtime.
+Imports `common`, `rules` and the raw-event contract of `connectors`; never `serving` or
+`segments`.
 """

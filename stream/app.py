@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from segments.settings import Settings
+from common.settings import Settings
+from common.topics import CONTROL_TOPIC, EVENTS_TOPIC, FACTS_TOPIC, RULES_TOPIC
 from stream.metrics import StreamMetrics
-from stream.options import (
-    CONTROL_TOPIC,
-    Clock,
-    EmailLookup,
-    StreamOptions,
-    system_clock,
-)
+from stream.options import Clock, EmailLookup, StreamOptions, system_clock
 from stream.pipeline import Pipeline
 from stream.runtime import StreamRuntime
 
-__all__ = ["CONTROL_TOPIC", "Clock", "EmailLookup", "StreamApp", "StreamOptions",
-           "create_app", "group_id", "system_clock"]
+__all__ = ["Clock", "EmailLookup", "StreamApp", "StreamOptions",
+           "create_app", "group_id", "source_topics", "system_clock"]
+
+
+def source_topics(settings: Settings) -> list[str]:
+    """The topics the worker's consumer group reads (its lag is measured on them)."""
+    return [settings.topic(t) for t in (EVENTS_TOPIC, FACTS_TOPIC, CONTROL_TOPIC, RULES_TOPIC)]
 
 
 def group_id(settings: Settings) -> str:

@@ -14,11 +14,8 @@ from typing import Any, Literal
 
 import orjson
 
+from common.keys import pack, split
 from stream.facts import contact_key
-
-MEMBERSHIP_TOPIC = "segments.membership"
-MEMBERS_TOPIC = "segments.members"
-RULES_TOPIC = "segments.rules"
 
 Change = Literal["joined", "left"]
 Cause = Literal["fact", "time", "rule"]
@@ -57,11 +54,11 @@ class MembershipChange:
 
 def member_key(account_id: str, segment_id: str, email: str) -> bytes:
     """Key of `segments.members`: one record per (account, segment, email)."""
-    return f"{account_id}\x1f{segment_id}\x1f{email}".encode()
+    return pack(account_id, segment_id, email)
 
 
 def split_member_key(key: bytes) -> tuple[str, str, str]:
-    account_id, segment_id, email = key.decode().split("\x1f")
+    account_id, segment_id, email = split(key, 3)
     return account_id, segment_id, email
 
 
@@ -83,4 +80,4 @@ def member_state(change: MembershipChange) -> bytes | None:
 
 def rule_key(account_id: str, rule_id: str) -> bytes:
     """Key of `segments.rules`: rule ids are unique per account, not globally."""
-    return f"{account_id}\x1f{rule_id}".encode()
+    return pack(account_id, rule_id)

@@ -70,7 +70,7 @@ from stream.occurrence import Occurrence, StripeEvent
 from stream.stripe_objects import ClassifyError, JsonObj, api_version, need_dict, need_int, need_str
 
 __all__ = [
-    "NEEDED_EVENT_TYPES",
+    "HANDLED_EVENT_TYPES",
     "ClassifyError",
     "Occurrence",
     "classify",
@@ -104,11 +104,11 @@ _RULES: dict[str, tuple[str, Handler]] = {
     "customer.updated": ("customer", _nothing),
 }
 
-#: Exactly the event types the engine uses: the connector registers its webhook
-#: endpoint and filters the backfill with these (Stripe allows at most 20 `types[]`).
-#: `customer.deleted` is left out on purpose: a deleted customer's last email still
-#: attributes late events (a refund of an old charge), so deletion changes nothing.
-NEEDED_EVENT_TYPES: frozenset[str] = frozenset(_RULES)
+#: The event types this table handles: equal to `common.stripe_event_types`, which the
+#: connector subscribes to (tests/unit keeps them equal). `customer.deleted` is left out
+#: on purpose: a deleted customer's last email still attributes late events (a refund
+#: of an old charge), so deletion changes nothing.
+HANDLED_EVENT_TYPES: frozenset[str] = frozenset(_RULES)
 
 _CUSTOMER_TYPES = frozenset({"customer.created", "customer.updated", "customer.deleted"})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stream.facts import FilterId
+from rules.vocabulary import FilterId
 from stream.occurrence import Occurrence, StripeEvent
 from stream.stripe_objects import (
     ClassifyError,

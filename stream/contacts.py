@@ -11,6 +11,8 @@ from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from common.keys import pack
+from common.windows import HISTORY_FLOOR_SECONDS
 from connectors.contract import RawEvent
 from stream.classify import classify, customer_email_update
 from stream.facts import Fact
@@ -18,7 +20,7 @@ from stream.occurrence import Occurrence
 
 #: How long a fact id is remembered: the backfill window plus Stripe's retry period,
 #: so a webhook retry or the backfill's overlap with live webhooks is recognised.
-DEDUP_SECONDS = 33 * 24 * 3600
+DEDUP_SECONDS = HISTORY_FLOOR_SECONDS
 #: Occurrences waiting for one customer's email; beyond this the oldest are dropped.
 MAX_PARKED_PER_CUSTOMER = 100
 
@@ -151,7 +153,7 @@ class ContactResolver:
             out.parked_customers.append(occ.customer_id)
 
     def _emit(self, raw: RawEvent, occ: Occurrence, email: str, now: int, out: Outcome) -> None:
-        seen_key = f"{raw.account_id}\x1f{occ.fact_id}"
+        seen_key = pack(raw.account_id, occ.fact_id).decode()
         expiry = self.t.seen.get(seen_key)
         if expiry is not None and expiry > now:
             out.duplicates += 1

@@ -10,28 +10,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
-FACTS_TOPIC = "stripe.facts"
-
-FilterId = Literal[
-    "charge_failed",
-    "refunded",
-    "charge_succeeded",
-    "subscription_created",
-    "subscription_changed",
-    "subscription_cancelled",
-]
-FILTERS: tuple[FilterId, ...] = (
-    "charge_failed",
-    "refunded",
-    "charge_succeeded",
-    "subscription_created",
-    "subscription_changed",
-    "subscription_cancelled",
-)
+from common.keys import pack
+from rules.vocabulary import FilterId
 
 
 class FactDecodeError(ValueError):
@@ -128,7 +112,7 @@ def _shared(value: str) -> str:
 
 def contact_key(account_id: str, email: str) -> bytes:
     """One contact = one email within one Center account (SPEC, "Contacts")."""
-    return f"{account_id}\x1f{email}".encode()
+    return pack(account_id, email)
 
 
 def normalize_email(raw: object) -> str | None:

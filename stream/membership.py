@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from common.windows import HISTORY_FLOOR_SECONDS
 from rules import Rule, evaluate
 from stream.changes import Cause, MembershipChange, iso
 from stream.facts import Fact
@@ -22,7 +23,7 @@ from stream.facts import Fact
 DAY = 24 * 3600
 #: History every contact keeps whatever the rules: the backfill window (30 days) plus
 #: Stripe's webhook retry period (3 days), so late facts still land in a kept history.
-HISTORY_FLOOR = 33 * DAY
+HISTORY_FLOOR = HISTORY_FLOOR_SECONDS
 #: Upper bound of one contact's history; beyond it the oldest facts go (and are counted).
 MAX_FACTS_PER_CONTACT = 1000
 _MONTH = 31 * DAY

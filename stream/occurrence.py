@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.facts import Fact, FilterId, normalize_email
+from rules.vocabulary import FilterId
+from stream.facts import Fact, normalize_email
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ Clock = Callable[[], int]
 #: (connection id, Stripe customer id) -> the customer's email, None if it has none.
 EmailLookup = Callable[[str, str], Awaitable[str | None]]
 
-CONTROL_TOPIC = "segments.control"
 
 
 def system_clock() -> int:

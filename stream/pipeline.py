@@ -21,20 +21,24 @@ from typing import Any
 
 import orjson
 
-from connectors.contract import DLQ_TOPIC, EVENTS_TOPIC, ContractError, RawEvent
-from rules import RuleError
-from segments.settings import Settings
-from stream.changes import (
+from common.keys import split
+from common.settings import Settings
+from common.topics import (
+    CONTROL_TOPIC,
+    DLQ_TOPIC,
+    EVENTS_TOPIC,
+    FACTS_TOPIC,
     MEMBERS_TOPIC,
     MEMBERSHIP_TOPIC,
     RULES_TOPIC,
-    MembershipChange,
-    member_key,
-    member_state,
+    state_topic,
 )
+from connectors.contract import ContractError, RawEvent
+from rules import RuleError
+from stream.changes import MembershipChange, member_key, member_state
 from stream.classify import ClassifyError
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
-from stream.facts import FACTS_TOPIC, Fact, FactDecodeError
+from stream.facts import Fact, FactDecodeError
 from stream.membership import (
     ContactState,
     on_fact,
@@ -45,10 +49,10 @@ from stream.membership import (
     too_old,
 )
 from stream.metrics import StreamMetrics
-from stream.options import CONTROL_TOPIC, StreamOptions
+from stream.options import StreamOptions
 from stream.partition_state import PartitionState, rule_from_doc
 from stream.runtime import Outbox
-from stream.state import JSON, RAW, Codec, State, compact, recover_all, state_topic
+from stream.state import JSON, RAW, Codec, State, compact, recover_all
 
 log = logging.getLogger("segments.stream")
 #: How often each classify partition forgets dedup entries past their window.
@@ -271,7 +275,7 @@ class Pipeline:
         # "tick" messages of earlier versions are ignored: the runtime ticks itself.
 
     def _rule(self, ps: PartitionState, rule_key: str, doc: Any, out: Outbox) -> None:
-        account_id, rule_id = rule_key.split("\x1f", 1)
+        account_id, rule_id = split(rule_key, 2)
         now = self.clock()
         new = None
         rules = self.partition_rules.view(ps.partition)

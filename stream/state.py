@@ -49,11 +49,6 @@ def compact(raw: bytes) -> bytes:
     return bytes(memoryview(raw))
 
 
-def state_topic(name: str) -> str:
-    """The changelog topic of one named state (before the prefix)."""
-    return f"segments.state.{name}"
-
-
 #: A changelog read that makes no progress this long is an infrastructure fault.
 RECOVERY_STALL_SECONDS = 60.0
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 
-from segments.settings import Settings
+from common.settings import Settings
 
 #: A Fernet key made for this test session only.
 TEST_SECRET_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -98,9 +99,25 @@ def settings(kafka_bootstrap: str, redis_url: str, topic_prefix: str) -> Iterato
     )
     import asyncio
 
-    from segments.topics import delete_topics_with_prefix
+    from common.topics import delete_topics_with_prefix
 
     try:
         asyncio.run(delete_topics_with_prefix(kafka_bootstrap, topic_prefix))
     except Exception as exc:  # cleanup only: never fail a test on it
         print(f"could not delete topics of {topic_prefix}: {exc}")
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test's Redis; the test's keys (all under its unique prefix) are
+    deleted afterwards. The one `redis` fixture of the suite: modules extend it by
+    requesting it under the same name."""
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        yield client
+    finally:
+        pattern = settings.topic_prefix.replace("[", "\\[").replace("*", "\\*") + "*"
+        keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
+        if keys:
+            await client.unlink(*keys)
+        await client.aclose()

@@ -18,12 +18,12 @@ import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from connectors.contract import EVENTS_TOPIC, RawEvent
+from common.settings import Settings
+from common.topics import EVENTS_TOPIC, TopicSpec, ensure_topics
+from connectors.contract import RawEvent
 from connectors.server import SINK, STORE, create_app
 from connectors.store import ConnectionStore
 from connectors.supervised_sink import SupervisedSink
-from segments.settings import Settings
-from segments.topics import TopicSpec, ensure_topics
 from tests.localstripe_server import free_port
 
 #: Only the raw-event topic: creating all six per test would be wasted time.

@@ -9,22 +9,13 @@ from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from segments.settings import Settings
-from segments.topics import TOPICS, ensure_topics
-from stream.changes import (
-    MEMBERS_TOPIC,
-    MEMBERSHIP_TOPIC,
-    RULES_TOPIC,
-    MembershipChange,
-    member_key,
-    member_state,
-    rule_key,
-)
-from stream.read_model import glob_escape
+from common.settings import Settings
+from common.topics import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC, TOPICS, ensure_topics
+from serving.read_model import glob_escape
+from stream.changes import MembershipChange, member_key, member_state, rule_key
 
 SERVING_TOPICS = tuple(
     s for s in TOPICS if s.name in (MEMBERSHIP_TOPIC, MEMBERS_TOPIC, RULES_TOPIC)
@@ -126,16 +117,6 @@ async def dump_namespace(redis: Redis, prefix: str) -> dict[str, Any]:
 
 def _text(raw: str | bytes) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    try:
-        yield client
-    finally:
-        await delete_namespace(client, settings.topic_prefix)
-        await client.aclose()
 
 
 async def get_json(session: aiohttp.ClientSession, url: str,

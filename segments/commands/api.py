@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from segments.settings import Settings
+from common.settings import Settings
 
 
 def register(sub: Any) -> None:
@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.api_server import serve
+    from serving.server import serve
 
     settings = Settings.from_env()
     return asyncio.run(serve(settings, args.host, args.port, read_model=args.read_model))

@@ -17,9 +17,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from segments.settings import Settings
-
-BACKFILL_DAYS = 30
+from common.settings import Settings
+from common.windows import BACKFILL_DAYS
 
 
 def register(sub: Any) -> None:
@@ -153,6 +152,7 @@ async def _job(args: argparse.Namespace, settings: Settings, redis: Any) -> Any:
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     import redis.asyncio as aioredis
 
+    from common.topics import ensure_topics
     from connectors.backfill import (
         BackfillBusy,
         BackfillOptions,
@@ -160,7 +160,6 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         run_backfill,
     )
     from connectors.sink import KafkaEventSink, SinkUnavailable
-    from segments.topics import ensure_topics
 
     redis = aioredis.from_url(settings.redis_url)
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from segments.settings import Settings
+from common.settings import Settings
 
 
 def register(sub: Any) -> None:

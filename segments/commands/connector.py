@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from segments.settings import Settings
+from common.settings import Settings
 
 REGISTRATION_MODES = ("stripe", "localstripe")
 
@@ -39,9 +39,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from common.topics import ensure_topics
     from connectors.secrets import SecretKeyError
     from connectors.server import create_app, serve
-    from segments.topics import ensure_topics
 
     settings = Settings.from_env()
     mode = os.environ.get("SEGMENTS_WEBHOOK_REGISTRATION", "stripe").strip() or "stripe"

@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
-import shutil
-import signal
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from segments.settings import Settings
+from common.settings import Settings
 
 ACCOUNT = "demo"
 
@@ -58,8 +54,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segments.demo_run import Demo
-    from segments.logs import configure
+    from common.logs import configure
+    from segments.demo.run import Demo
     from segments.stack import StackError, stack_dir
 
     settings = Settings.from_env()
@@ -120,31 +116,3 @@ def _stack_down(settings: Settings, started: list[str], *, keep: bool) -> str:
         LocalRedis(stack_dir(), settings.redis_url).down()
     return (f"stack: stopped {names} (started by the demo; `--keep-stack` leaves them "
             "running)")
-
-
-def new_credentials() -> tuple[str, str]:
-    """A test-mode API key for localstripe and the webhook signing secret of the demo."""
-    return f"sk_test_demo{secrets.token_hex(12)}", f"whsec_{secrets.token_urlsafe(24)}"
-
-
-def terminal_width() -> int:
-    return max(80, min(140, shutil.get_terminal_size((100, 40)).columns))
-
-
-def install_interrupt(stop: asyncio.Event) -> None:
-    """First Ctrl-C (or SIGTERM): a clean stop. A second Ctrl-C interrupts the cleanup."""
-    loop = asyncio.get_running_loop()
-
-    def first(sig: signal.Signals) -> None:
-        stop.set()
-        loop.remove_signal_handler(sig)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, first, sig)
-
-
-def relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from segments.settings import Settings
+from common.settings import Settings
 
 PAGE = 1000
 
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.read_model import valid_id
+    from serving.read_model import valid_id
 
     for name in ("segment_id", "account_id"):
         value = getattr(args, name)
@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _print_members(settings: Settings, args: argparse.Namespace) -> int:
-    from stream.api_server import connect_redis
-    from stream.read_model import Namespace
-    from stream.read_model_query import AmbiguousSegment, ReadModelReader
+    from serving.read_model import Namespace
+    from serving.read_model_query import AmbiguousSegment, ReadModelReader
+    from serving.server import connect_redis
 
     redis = connect_redis(settings)
     try:

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from segments.settings import Settings
+from common.settings import Settings
 
 
 def register(sub: Any) -> None:
@@ -36,10 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _rebuild(settings: Settings) -> int:
-    from segments.topics import TOPICS, ensure_topics
-    from stream.api_server import connect_redis
-    from stream.changes import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC
-    from stream.read_model_rebuild import RebuildError, rebuild
+    from common.topics import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC, TOPICS, ensure_topics
+    from serving.read_model_rebuild import RebuildError, rebuild
+    from serving.server import connect_redis
 
     wanted = (MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC)
     await ensure_topics(settings, tuple(s for s in TOPICS if s.name in wanted))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
-from segments.settings import Settings
+from common.settings import Settings
 
 PROG = "segments rules"
 
@@ -64,7 +64,7 @@ def _run(
     def run(args: argparse.Namespace) -> int:
         from aiokafka.errors import KafkaError
 
-        from segments.topics import KafkaTopicError
+        from common.topics import KafkaTopicError
 
         settings = Settings.from_env()
         # aiokafka logs every failed connect; the one line below says it all.

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from segments.settings import Settings
+from common.settings import Settings
 
 
 def register(sub: Any) -> None:

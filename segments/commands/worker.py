@@ -8,7 +8,7 @@ import logging
 import signal
 from typing import Any
 
-from segments.settings import Settings
+from common.settings import Settings
 
 log = logging.getLogger("segments.worker")
 
@@ -44,19 +44,9 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def source_topics(settings: Settings) -> list[str]:
-    """The topics the worker's consumer group reads (its lag is measured on them)."""
-    from connectors.contract import EVENTS_TOPIC
-    from stream.app import CONTROL_TOPIC
-    from stream.changes import RULES_TOPIC
-    from stream.facts import FACTS_TOPIC
-
-    return [settings.topic(t) for t in (EVENTS_TOPIC, FACTS_TOPIC, CONTROL_TOPIC, RULES_TOPIC)]
-
-
 def run(args: argparse.Namespace) -> int:
+    from common.topics import ensure_topics
     from segments.email_lookup import connector_email_lookup
-    from segments.topics import ensure_topics
     from stream.app import StreamOptions, create_app
 
     settings = Settings.from_env()
@@ -80,6 +70,7 @@ def serve_metrics(app: Any, settings: Settings, host: str, port: int) -> None:
     from prometheus_client import start_http_server
 
     from segments.lag import ConsumerLagCollector
+    from stream.app import source_topics
 
     registry = app.segments_metrics.registry
     registry.register(ConsumerLagCollector(settings.kafka_bootstrap_servers, app.group_id,

@@ -11,14 +11,13 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from segments.settings import Settings
-from stream.api_server import ApiProcess
+from common.settings import Settings
+from serving.server import ApiProcess
 from tests.conftest import IN_CI
 from tests.e2e.cdp import Chromium, chromium_binary
-from tests.read_model_harness import change, feeder, get_json, redis, rule_doc
+from tests.read_model_harness import change, feeder, get_json, rule_doc
 from tests.waiting import async_wait_for
 
-__all__ = ["redis"]  # the fixture
 pytestmark = pytest.mark.integration
 
 

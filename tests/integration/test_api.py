@@ -12,12 +12,11 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from segments.settings import Settings
-from stream.api_server import ApiProcess
-from tests.read_model_harness import Feeder, change, feeder, get_json, redis, rule_doc
+from common.settings import Settings
+from serving.server import ApiProcess
+from tests.read_model_harness import Feeder, change, feeder, get_json, rule_doc
 from tests.waiting import async_wait_for
 
-__all__ = ["redis"]  # the fixture
 pytestmark = pytest.mark.integration
 
 BIG = 250  # members of acme/vip: several pages

@@ -18,6 +18,9 @@ import redis.asyncio as aioredis
 import stripe
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.settings import Settings
+from common.stripe_event_types import NEEDED_EVENT_TYPES
+from common.topics import EVENTS_TOPIC, ensure_topics
 from connectors.backfill import (
     BackfillBusy,
     BackfillJob,
@@ -28,12 +31,9 @@ from connectors.backfill import (
     reset_backfill,
     run_backfill,
 )
-from connectors.contract import EVENTS_TOPIC, RawEvent
+from connectors.contract import RawEvent
 from connectors.emails import EmailResolver
-from connectors.event_types import NEEDED_EVENT_TYPES
 from connectors.sink import KafkaEventSink, SinkUnavailable
-from segments.settings import Settings
-from segments.topics import ensure_topics
 from tests.localstripe_server import running_localstripe
 from tests.stripe_activity import Activity, flush, make_activity
 
@@ -58,16 +58,6 @@ def seeded(localstripe_base: str) -> tuple[str, Activity, list[dict[str, object]
     listing = client.v1.events.list(params={"limit": 100})
     events = [e.to_dict() for e in listing.auto_paging_iter()]
     return localstripe_base, activity, [e for e in events if e["type"] in NEEDED_EVENT_TYPES]
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{settings.topic_prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture

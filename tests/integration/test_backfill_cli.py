@@ -5,17 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 import stripe
 
+from common.settings import Settings
+from common.topics import ensure_topics
 from connectors.secrets import SecretBox
 from connectors.store import ConnectionStore, new_connection_id
-from segments.settings import Settings
-from segments.topics import ensure_topics
 from tests.conftest import TEST_SECRET_KEY
 from tests.integration.test_backfill import topic_contents
 from tests.localstripe_server import running_localstripe
@@ -33,16 +33,6 @@ def localstripe_base() -> Iterator[str]:
         flush(base)
         make_activity(stripe.StripeClient(KEY, base_addresses={"api": base}), 5)
         yield base
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{settings.topic_prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def segments(settings: Settings, base: str, *args: str,

@@ -14,7 +14,6 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -23,12 +22,12 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from common.settings import Settings
+from common.stripe_event_types import NEEDED_EVENT_TYPES
+from common.topics import ensure_topics
 from connectors.backfill import BackfillJob, BackfillOptions, read_progress, run_backfill
 from connectors.contract import RawEvent
-from connectors.event_types import NEEDED_EVENT_TYPES
 from connectors.sink import KafkaEventSink
-from segments.settings import Settings
-from segments.topics import ensure_topics
 from tests.integration.test_backfill import topic_contents
 
 pytestmark = pytest.mark.integration
@@ -98,16 +97,6 @@ def make_events(n: int, start: int) -> list[dict[str, Any]]:
                     "data": {"object": {"object": "charge", "id": f"ch_{seq}",
                                         "customer": customer}}})
     return out
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{settings.topic_prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def _serve(fake: StripeLike) -> TestServer:

@@ -21,8 +21,8 @@ import pytest
 import redis.asyncio as aioredis
 import stripe
 
+from common.settings import Settings
 from connectors.contract import RawEvent
-from segments.settings import Settings
 from tests.connector_harness import Connector, read_events, running_connector
 from tests.localstripe_server import REPO, running_localstripe
 from tests.waiting import async_wait_for

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from connectors.event_types import NEEDED_EVENT_TYPES
-from segments.settings import Settings
+from common.settings import Settings
+from common.stripe_event_types import NEEDED_EVENT_TYPES
 from tests.conftest import IN_CI
 from tests.connector_harness import Connector, running_connector
 from tests.localstripe_server import free_port

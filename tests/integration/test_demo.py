@@ -21,11 +21,12 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from connectors.contract import EVENTS_TOPIC, RawEvent
-from segments.demo_feed import DEMO_RULES
+from common.settings import Settings
+from common.topics import EVENTS_TOPIC
+from connectors.contract import RawEvent
+from segments.demo.feed import DEMO_RULES
 from segments.localstripe import free_port
-from segments.settings import Settings
-from stream.api_server import ApiProcess
+from serving.server import ApiProcess
 from tests.conftest import TEST_SECRET_KEY
 
 pytestmark = pytest.mark.integration

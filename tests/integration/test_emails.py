@@ -10,8 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 import stripe
 
+from common.settings import Settings
 from connectors.emails import NEGATIVE_TTL_S, EmailLookupError, EmailResolver
-from segments.settings import Settings
 from tests.localstripe_server import running_localstripe
 from tests.stripe_activity import flush
 
@@ -31,16 +31,6 @@ def localstripe_base() -> Iterator[str]:
 def api(localstripe_base: str) -> stripe.StripeClient:
     flush(localstripe_base)
     return stripe.StripeClient(KEY, base_addresses={"api": localstripe_base})
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{settings.topic_prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
+from common.settings import Settings
+from common.topics import TopicSpec, ensure_topics
 from segments.lag import ConsumerLagCollector, read_lag
-from segments.settings import Settings
-from segments.topics import TopicSpec, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from connectors.contract import EVENTS_TOPIC, RawEvent
-from segments.settings import Settings
-from segments.topics import ensure_topics
+from common.settings import Settings
+from common.topics import EVENTS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC, ensure_topics
+from connectors.contract import RawEvent
 from stream.app import StreamOptions, create_app
-from stream.changes import MEMBERSHIP_TOPIC, RULES_TOPIC, MembershipChange, rule_key
+from stream.changes import MembershipChange, rule_key
+from tests import stripe_events as se
 from tests.clock import ManualClock
-from tests.unit import stripe_events as se
 from tests.waiting import async_wait_for
 from tests.worker_runner import running
 

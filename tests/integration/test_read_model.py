@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-import stream.read_model_rebuild as rebuild_module
-from segments.settings import Settings
-from stream.api_metrics import ServingMetrics
-from stream.changes import MEMBERSHIP_TOPIC, RULES_TOPIC
-from stream.read_model import (
+import serving.read_model_rebuild as rebuild_module
+from common.settings import Settings
+from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC
+from serving.metrics import ServingMetrics
+from serving.read_model import (
     FENCED,
     MemberWrite,
     Namespace,
@@ -22,21 +22,19 @@ from stream.read_model import (
     RuleWrite,
     Write,
 )
-from stream.read_model_agent import ReadModelAgent
-from stream.read_model_query import ReadModelReader
-from stream.read_model_rebuild import rebuild
+from serving.read_model_agent import ReadModelAgent
+from serving.read_model_query import ReadModelReader
+from serving.read_model_rebuild import rebuild
 from tests.read_model_harness import (
     Feeder,
     change,
     delete_namespace,
     dump_namespace,
     feeder,
-    redis,
     rule_doc,
 )
 from tests.waiting import async_wait_for
 
-__all__ = ["redis"]  # the fixture
 pytestmark = pytest.mark.integration
 
 

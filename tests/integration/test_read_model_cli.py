@@ -13,8 +13,8 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from common.settings import Settings
 from segments.cli import main
-from segments.settings import Settings
 from tests.read_model_harness import change, delete_namespace, dump_namespace, feeder
 from tests.waiting import wait_for
 

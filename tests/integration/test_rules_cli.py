@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from common.settings import Settings
+from common.topics import RULES_TOPIC
 from segments.cli import main
 from segments.rules_admin import ensure_rules_topic, read_rules
-from segments.settings import Settings
-from stream.changes import RULES_TOPIC
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from segments.settings import Settings
-from segments.topics import TopicSpec, ensure_topics
+from common.settings import Settings
+from common.topics import TopicSpec, ensure_topics
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration

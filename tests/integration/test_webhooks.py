@@ -16,10 +16,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from common.logs import record_fields
+from common.settings import Settings
 from connectors.contract import message_key
 from connectors.store import new_connection_id
-from segments.logs import record_fields
-from segments.settings import Settings
 from tests.connector_harness import (
     Connector,
     end_offsets_total,
@@ -253,8 +253,8 @@ async def test_health_metrics_and_one_summary_line_without_secrets(
     assert "segments_connector_http_server_errors_total" in text
 
     lines = [dict(record_fields(r)) for r in caplog.records
-             if r.name == "segments.connector.access"]
-    webhook_lines = [ln for ln in lines if ln["path"].startswith("/webhooks/")]
+             if r.name == "connectors.server.access"]
+    webhook_lines = [ln for ln in lines if ln["route"].startswith("/webhooks/")]
     assert len(webhook_lines) == 2  # one per request
     accepted, refused = webhook_lines
     assert accepted["method"] == "POST"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import Settings
 from connectors.store import new_connection_id
-from segments.settings import Settings
 from segments.stack import LocalKafka, StackError, stack_dir
 from segments.stack.kafka import KAFKA_VERSION, Node
 from tests.conftest import IN_CI

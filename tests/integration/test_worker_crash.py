@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from segments.settings import Settings
-from segments.topics import ensure_topics
+from common.settings import Settings
+from common.topics import ensure_topics
+from tests import stripe_events as se
 from tests.integration.test_pipeline import Topics, rule, wait_changes
-from tests.unit import stripe_events as se
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import Settings
 from connectors.store import new_connection_id
-from segments.settings import Settings
 from segments.stack import LocalKafka, StackError, stack_dir
 from segments.stack.kafka import KAFKA_VERSION, Node
 from tests.conftest import IN_CI
@@ -194,7 +194,7 @@ async def test_broker_killed_under_an_exactly_once_worker(settings: Settings,
     transaction coordinators move, and every membership change is still published
     exactly once. A worker that gives up (exit 1 in production) is restarted, as its
     orchestrator would; the restarts are reported."""
-    from segments.topics import ensure_topics
+    from common.topics import ensure_topics
     from stream.app import create_app
     from tests.integration.test_pipeline import Topics, wait_changes
     from tests.integration.test_worker_crash import (

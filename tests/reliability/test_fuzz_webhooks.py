@@ -34,12 +34,12 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from common.settings import Settings
+from common.stripe_event_types import NEEDED_EVENT_TYPES
 from connectors.contract import RawEvent
-from connectors.event_types import NEEDED_EVENT_TYPES
 from connectors.sink import MAX_RECORD_BYTES
 from connectors.store import new_connection_id
 from connectors.webhooks import MAX_BODY_BYTES
-from segments.settings import Settings
 from tests.connector_harness import Connector, read_events
 from tests.reliability.ledger import LEDGER
 from tests.reliability.raw_http import Response, exchange, request_bytes

@@ -28,21 +28,19 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
-from connectors.contract import EVENTS_TOPIC
+from common.settings import Settings
+from common.topics import EVENTS_TOPIC, FACTS_TOPIC, RULES_TOPIC, ensure_topics
 from connectors.store import new_connection_id
-from segments.settings import Settings
-from segments.topics import ensure_topics
-from stream.api_server import ApiProcess
+from serving.server import ApiProcess
 from stream.app import StreamOptions, create_app
-from stream.changes import RULES_TOPIC, rule_key
-from stream.facts import FACTS_TOPIC
+from stream.changes import rule_key
+from tests import stripe_events as se
 from tests.conftest import TEST_SECRET_KEY
 from tests.connector_harness import Connector, end_offsets_total, running_connector
 from tests.reliability.ledger import LEDGER
 from tests.reliability.raw_http import exchange, request_bytes
 from tests.reliability.topics import read_topic
 from tests.stripe_signing import sign
-from tests.unit import stripe_events as se
 from tests.waiting import async_wait_for
 from tests.worker_runner import running
 

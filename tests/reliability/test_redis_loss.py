@@ -26,20 +26,20 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from segments.settings import Settings
+from common.settings import Settings
 from segments.stack import LocalRedis, StackError
 from segments.stack.processes import read_pid
-from stream.api_server import ApiProcess
-from stream.changes import MembershipChange, rule_key
-from stream.read_model import (
+from serving.read_model import (
     Namespace,
     ReadModelStore,
     Write,
     write_from_change,
     write_from_rule_record,
 )
-from stream.read_model_query import ReadModelReader
-from stream.read_model_rebuild import rebuild
+from serving.read_model_query import ReadModelReader
+from serving.read_model_rebuild import rebuild
+from serving.server import ApiProcess
+from stream.changes import MembershipChange, rule_key
 from tests.conftest import IN_CI
 from tests.localstripe_server import free_port
 from tests.read_model_harness import Feeder, change, dump_namespace, feeder, rule_doc

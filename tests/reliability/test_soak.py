@@ -27,18 +27,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from connectors.contract import EVENTS_TOPIC
+from common.settings import Settings
+from common.topics import EVENTS_TOPIC, FACTS_TOPIC, RULES_TOPIC, ensure_topics
 from connectors.store import new_connection_id
-from segments.settings import Settings
-from segments.topics import ensure_topics
 from stream.app import StreamOptions, create_app
-from stream.changes import RULES_TOPIC, rule_key
-from stream.facts import FACTS_TOPIC
+from stream.changes import rule_key
+from tests import stripe_events as se
 from tests.connector_harness import running_connector
 from tests.reliability.ledger import LEDGER
 from tests.reliability.topics import read_topic
 from tests.stripe_signing import sign
-from tests.unit import stripe_events as se
 from tests.waiting import async_wait_for
 from tests.worker_runner import running
 

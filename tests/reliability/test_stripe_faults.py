@@ -20,11 +20,11 @@ import pytest
 import redis.asyncio as aioredis
 import stripe
 
+from common.settings import Settings
+from common.stripe_event_types import NEEDED_EVENT_TYPES
+from common.topics import ensure_topics
 from connectors.backfill import BackfillJob, BackfillOptions, read_progress, run_backfill
-from connectors.event_types import NEEDED_EVENT_TYPES
 from connectors.sink import KafkaEventSink
-from segments.settings import Settings
-from segments.topics import ensure_topics
 from tests.integration.test_backfill import topic_contents
 from tests.localstripe_server import running_localstripe
 from tests.reliability.fault_proxy import FaultProxy
@@ -61,15 +61,11 @@ def stripe_events() -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{settings.topic_prefix}*")]
-    for key in keys:
-        LEDGER.check_bytes("redis value", await client.dump(key))
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+async def redis(redis: aioredis.Redis, settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    """The suite's `redis`, and afterwards no stored value holds a secret in clear."""
+    yield redis
+    async for key in redis.scan_iter(match=f"{settings.topic_prefix}*"):
+        LEDGER.check_bytes("redis value", await redis.dump(key))
 
 
 OUTAGE = {fault: rate * 1.6 for fault, rate in RATES.items()}

@@ -21,14 +21,14 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from segments.settings import Settings
-from stream.read_model import glob_escape
+from common.settings import Settings
+from serving.read_model import glob_escape
+from tests import stripe_events as se
 from tests.connector_harness import Connector, running_connector
 from tests.localstripe_server import running_localstripe
 from tests.reliability.ledger import LEDGER
 from tests.reliability.topics import list_topics, read_topic
 from tests.stripe_signing import sign
-from tests.unit import stripe_events as se
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.reliability

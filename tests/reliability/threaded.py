@@ -13,7 +13,7 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from segments.settings import Settings
+from common.settings import Settings
 from tests.connector_harness import Connector, running_connector
 
 T = TypeVar("T")

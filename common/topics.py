@@ -1,0 +1,124 @@
+"""Every topic of SPEC, declared once with its partitions and retention policy.
+
+The broker refuses to auto-create topics (a typo must not create a stray one-partition
+topic), so each entry point declares what it uses before it starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.errors import SegmentsError
+from common.settings import Settings
+
+#: Raw Stripe events in their envelope (connectors/ writes, stream/ reads).
+EVENTS_TOPIC = "stripe.events"
+#: Raw events the stream could not understand, with the reason.
+DLQ_TOPIC = "stripe.events.dlq"
+#: One normalized fact per real-world occurrence, keyed by account + email.
+FACTS_TOPIC = "stripe.facts"
+#: Rules, compacted, one partition: every worker reads all of them in order.
+RULES_TOPIC = "segments.rules"
+#: Joined/left events, the change feed Center follows.
+MEMBERSHIP_TOPIC = "segments.membership"
+#: Current state per member, compacted: rebuilds the whole picture.
+MEMBERS_TOPIC = "segments.members"
+#: Internal: rule changes fanned out to every membership partition, and clock ticks.
+CONTROL_TOPIC = "segments.control"
+#: The named states of the worker, each with its changelog (stream/state.py).
+STATE_NAMES = ("customers", "charges", "seen", "parked", "contacts", "rules")
+
+
+def state_topic(name: str) -> str:
+    """The changelog topic of one named state (before the prefix)."""
+    return f"segments.state.{name}"
+
+
+class KafkaTopicError(SegmentsError, RuntimeError):
+    """The broker refused to create a topic (bad config, too few brokers, ACLs)."""
+
+    retriable = False
+
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    compacted: bool = False
+    retention_ms: int | None = None
+    #: One partition where order across all keys matters (rules) or volume is tiny.
+    single_partition: bool = False
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(EVENTS_TOPIC, retention_ms=7 * DAY_MS),
+    TopicSpec(DLQ_TOPIC, retention_ms=30 * DAY_MS),
+    TopicSpec(FACTS_TOPIC, retention_ms=35 * DAY_MS),
+    TopicSpec(RULES_TOPIC, compacted=True, single_partition=True),
+    TopicSpec(MEMBERSHIP_TOPIC, retention_ms=7 * DAY_MS),
+    TopicSpec(MEMBERS_TOPIC, compacted=True),
+    TopicSpec(CONTROL_TOPIC, retention_ms=DAY_MS),
+    *(TopicSpec(state_topic(name), compacted=True) for name in STATE_NAMES),
+)
+
+
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    if spec.compacted:
+        return {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+    configs = {"cleanup.policy": "delete"}
+    if spec.retention_ms is not None:
+        configs["retention.ms"] = str(spec.retention_ms)
+    return configs
+
+
+async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS) -> list[str]:
+    """Create whichever of `specs` do not exist yet; returns the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=settings.topic(spec.name),
+                num_partitions=1 if spec.single_partition else settings.partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs=topic_configs(spec),
+            )
+            for spec in specs
+            if settings.topic(spec.name) not in existing
+        ]
+        if wanted:
+            response = await admin.create_topics(wanted)
+            for name, code, *rest in response.topic_errors:
+                # Another process winning the race leaves the topic there either way.
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    message = rest[0] if rest else ""
+                    raise KafkaTopicError(f"cannot create topic {name}: error {code} {message}")
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def delete_topics_with_prefix(bootstrap_servers: str, prefix: str) -> int:
+    """Delete every topic whose name starts with `prefix` (tests, demos); returns count.
+
+    Refuses an empty prefix: that would be every topic of the cluster.
+    """
+    if not prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        doomed = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return len(doomed)
+    finally:
+        await admin.close()

@@ -1,0 +1,164 @@
+"""The query API (aiohttp): who is in a segment now, and a contact's segments.
+
+    GET /segments?account_id=                          segments with member counts
+    GET /segments/{segment_id}?account_id=             rule and member count
+    GET /segments/{segment_id}/members?account_id=&cursor=&limit=
+    GET /accounts/{account_id}/contacts/{email}/segments
+    GET /healthz, GET /metrics, and the web page (`api_web`)
+
+Segment ids are unique only within an account: `account_id` may be left out only while
+exactly one account uses the id. Errors are JSON `{"error": "..."}` with 400 for bad
+parameters and 404 for unknown segments. Answers come from Redis only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from common.http import Handler, json_response, log_request, route_of
+from serving.change_feed import Feed
+from serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
+from serving.read_model import valid_id
+from serving.read_model_query import AmbiguousSegment, BadCursor, ReadModelReader, decode_cursor
+from stream.facts import normalize_email
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+READER = web.AppKey("reader", ReadModelReader)
+METRICS = web.AppKey("metrics", ServingMetrics)
+FEED = web.AppKey("feed", Feed)
+REDIS: web.AppKey[Any] = web.AppKey("redis")
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """JSON errors, one log line and the metrics of every request."""
+    started = time.perf_counter()
+    route = route_of(request)
+    metrics = request.app[METRICS]
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = json_response({"error": exc.message}, exc.status)
+    except web.HTTPException as exc:
+        response = json_response({"error": exc.reason}, exc.status)
+    except RedisError:
+        log.exception("%s %s: Redis failed", request.method, route)
+        response = json_response({"error": "the read model is unavailable"}, 503)
+    elapsed = time.perf_counter() - started
+    metrics.requests.labels(route=route, status=str(response.status)).inc()
+    if route != "/events":
+        metrics.request_seconds.labels(route=route).observe(elapsed)
+    # The route template, not the path: paths carry contacts' emails.
+    log_request(log, request.method, route, response.status, elapsed)
+    return response
+
+
+def id_param(value: str, name: str) -> str:
+    if not valid_id(value):
+        raise ApiError(400, f"{name} must be 1-128 characters of A-Z a-z 0-9 . _ - (got {value!r})")
+    return value
+
+
+def account_param(request: web.Request) -> str | None:
+    raw = request.query.get("account_id", "")
+    return id_param(raw, "account_id") if raw else None
+
+
+def limit_param(request: web.Request) -> int:
+    raw = request.query.get("limit", "")
+    if not raw:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, f"limit must be an integer from 1 to {MAX_LIMIT} (got {raw!r})")
+    return limit
+
+
+def cursor_param(request: web.Request) -> str | None:
+    raw = request.query.get("cursor", "")
+    if not raw:
+        return None
+    try:
+        return decode_cursor(raw)
+    except BadCursor as exc:
+        raise ApiError(400, f"{exc} (got {raw!r})") from None
+
+
+async def resolve_segment(request: web.Request) -> tuple[str, str]:
+    """(account, segment) named by the request; 404 unknown, 400 ambiguous or malformed."""
+    segment_id = id_param(request.match_info["segment_id"], "segment_id")
+    account_id = account_param(request)
+    try:
+        resolved = await request.app[READER].resolve_account(segment_id, account_id)
+    except AmbiguousSegment as exc:
+        raise ApiError(400, str(exc)) from None
+    if resolved is None:
+        where = f" in account {account_id!r}" if account_id else ""
+        raise ApiError(404, f"segment {segment_id!r} not found{where}")
+    return resolved, segment_id
+
+
+async def list_segments(request: web.Request) -> web.Response:
+    """Every segment; `seq` (read first) marks what this snapshot includes for sure."""
+    account_id = account_param(request)
+    reader = request.app[READER]
+    seq = await reader.last_seq()
+    segments = await reader.segments(account_id)
+    return json_response({"segments": [s.to_dict() for s in segments], "seq": seq})
+
+
+async def get_segment(request: web.Request) -> web.Response:
+    account_id, segment_id = await resolve_segment(request)
+    segment = await request.app[READER].segment(account_id, segment_id)
+    if segment is None:  # deleted between the two reads
+        raise ApiError(404, f"segment {segment_id!r} not found in account {account_id!r}")
+    return json_response(segment.to_dict())
+
+
+async def get_members(request: web.Request) -> web.Response:
+    limit = limit_param(request)
+    after = cursor_param(request)
+    account_id, segment_id = await resolve_segment(request)
+    page = await request.app[READER].members_page(account_id, segment_id, after, limit)
+    return json_response(page.to_dict())
+
+
+async def get_contact_segments(request: web.Request) -> web.Response:
+    account_id = id_param(request.match_info["account_id"], "account_id")
+    raw = request.match_info["email"]
+    email = normalize_email(raw)
+    if email is None:
+        raise ApiError(400, f"email must be an email address (got {raw!r})")
+    segments = await request.app[READER].contact_segments(account_id, email)
+    return json_response({"account_id": account_id, "email": email, "segments": segments})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await request.app[REDIS].ping()
+    except Exception as exc:  # any failure means "not ready", reported, not raised
+        return json_response({"status": "unavailable", "redis": str(exc)}, 503)
+    return json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,39 @@
+"""The query API's aiohttp application: the API's routes and the web page's, on one port.
+
+Assembled here, above both, so the page (`serving.web`) may use the API's helpers while
+the API knows nothing of the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from common.http import expect_handler
+from serving import api
+from serving import web as page
+from serving.change_feed import Feed
+from serving.metrics import ServingMetrics
+from serving.read_model import Namespace
+from serving.read_model_query import ReadModelReader
+
+
+def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed) -> web.Application:
+    """The query API over the read model in `redis` (keys of `ns`), and its web page."""
+    app = web.Application(middlewares=[api.observe])
+    app[api.READER] = ReadModelReader(redis, ns)
+    app[api.METRICS] = metrics_
+    app[api.FEED] = feed
+    app[api.REDIS] = redis
+    for path, handler in (
+        ("/segments", api.list_segments),
+        ("/segments/{segment_id}", api.get_segment),
+        ("/segments/{segment_id}/members", api.get_members),
+        ("/accounts/{account_id}/contacts/{email}/segments", api.get_contact_segments),
+        ("/healthz", api.healthz),
+        ("/metrics", api.metrics),
+    ):
+        app.router.add_get(path, handler, expect_handler=expect_handler)
+    page.add_routes(app)
+    return app

@@ -1,0 +1,164 @@
+"""The live feed behind `GET /events`: applied changes, fanned out to open streams.
+
+The read-model writer publishes each applied batch on one Redis channel after Redis has
+the new state, so every API process (however the topic partitions are spread over
+them) sees every change, with the segment's member count after it and the write's seq
+(which orders events against a snapshot of `GET /segments`). A stream that reads
+too slowly is closed rather than buffered without bound; the browser's EventSource
+reconnects and the page reloads its counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+
+from serving.metrics import ServingMetrics
+from stream.changes import MembershipChange
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+
+def change_event(change: MembershipChange, member_count: int, seq: int) -> Event:
+    return {
+        "type": "change",
+        "account_id": change.account_id,
+        "segment_id": change.segment_id,
+        "email": change.email,
+        "change": change.change,
+        "cause": change.cause,
+        "at": change.at,
+        "fact_id": change.fact_id,
+        "rule_version": change.rule_version,
+        "member_count": member_count,
+        "seq": seq,
+    }
+
+
+def rule_event(
+    account_id: str, segment_id: str, doc: bytes | None, member_count: int, seq: int
+) -> Event:
+    return {
+        "type": "rule",
+        "account_id": account_id,
+        "segment_id": segment_id,
+        "rule": orjson.loads(doc) if doc is not None else None,
+        "member_count": member_count,
+        "seq": seq,
+    }
+
+
+async def publish(redis: Any, channel: str, events: Sequence[Event]) -> None:
+    if events:
+        await redis.publish(channel, orjson.dumps(list(events)))
+
+
+class Subscription:
+    """One open stream's queue: bounded; overflowing closes it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.overflowed = False
+        self._items: deque[Event] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    def push(self, event: Event) -> None:
+        if self._closed:
+            return
+        if len(self._items) >= self.limit:
+            self.overflowed = True
+            self._items.clear()
+            self.close()
+            return
+        self._items.append(event)
+        self._wakeup.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+    async def next_events(self, timeout: float) -> list[Event] | None:
+        """What arrived since the last call ([] after `timeout`); None once closed."""
+        if not self._items and not self._closed:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except TimeoutError:
+                return []
+        self._wakeup.clear()
+        if self._items:
+            items = list(self._items)
+            self._items.clear()
+            return items
+        return None if self._closed else []
+
+
+class Feed:
+    """Subscribes to the feed channel and hands each event to every open stream."""
+
+    def __init__(
+        self, redis: Any, channel: str, metrics: ServingMetrics, queue_limit: int = 2000,
+        recent: int = 50,
+    ) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.metrics = metrics
+        self.queue_limit = queue_limit
+        self.ready = asyncio.Event()
+        #: The latest changes, sent first to a new stream so a fresh page shows activity.
+        self.recent: deque[Event] = deque(maxlen=recent)
+        self._subscriptions: set[Subscription] = set()
+
+    async def run(self) -> None:
+        """Until cancelled; a lost Redis connection raises (the process must stop)."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.channel)
+            self.ready.set()
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    self.dispatch(message["data"])
+        finally:
+            await pubsub.aclose()
+
+    def dispatch(self, data: bytes) -> None:
+        try:
+            events = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            log.warning("ignoring a malformed feed message on %s", self.channel)
+            return
+        self.recent.extend(e for e in events if e.get("type") == "change")
+        for subscription in list(self._subscriptions):
+            for event in events:
+                subscription.push(event)
+            if subscription.overflowed:
+                self.metrics.feed_dropped.inc()
+                self._subscriptions.discard(subscription)
+
+    @contextmanager
+    def subscribe(self, *, history: bool = False) -> Iterator[Subscription]:
+        """A new stream's queue; with `history`, it starts with the recent changes."""
+        subscription = Subscription(self.queue_limit + len(self.recent))
+        if history:
+            for event in self.recent:
+                subscription.push(event)
+        self._subscriptions.add(subscription)
+        self.metrics.feed_subscribers.inc()
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+            self.metrics.feed_subscribers.dec()
+
+    def close(self) -> None:
+        """End every open stream (server shutdown)."""
+        for subscription in list(self._subscriptions):
+            subscription.close()

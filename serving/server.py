@@ -1,0 +1,138 @@
+"""One serving process: the read-model writer, the live feed and the query API.
+
+`segments api` runs this until SIGINT/SIGTERM. If the writer or the feed stops on its
+own (Kafka or Redis gone), the process exits non-zero on purpose, so that the
+orchestrator restarts it, rather than serving a read model that no longer moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from common.settings import Settings
+from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC, TOPICS, ensure_topics
+from serving.app import build_app
+from serving.change_feed import Feed
+from serving.metrics import ServingMetrics
+from serving.read_model import Namespace
+from serving.read_model_agent import ReadModelAgent
+
+log = logging.getLogger(__name__)
+
+
+def connect_redis(settings: Settings) -> Redis:
+    return Redis.from_url(settings.redis_url)
+
+
+class ApiProcess:
+    """Start, run and stop the serving components; usable as an async context manager."""
+
+    def __init__(
+        self, settings: Settings, *, host: str = "127.0.0.1", port: int | None = None,
+        read_model: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.host = host
+        self.port = settings.api_port if port is None else port
+        self.redis = connect_redis(settings)
+        self.metrics = ServingMetrics()
+        self.ns = Namespace(settings.topic_prefix)
+        self.feed = Feed(self.redis, self.ns.feed, self.metrics)
+        self.agent = ReadModelAgent(settings, self.redis, self.metrics) if read_model else None
+        self.app = build_app(self.redis, self.ns, self.metrics, self.feed)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def url(self) -> str:
+        assert self._runner is not None, "not started"
+        host, port = self._runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    async def start(self) -> None:
+        if self.agent is not None:
+            wanted = (MEMBERSHIP_TOPIC, RULES_TOPIC)
+            await ensure_topics(self.settings, tuple(s for s in TOPICS if s.name in wanted))
+        feed = asyncio.create_task(self.feed.run(), name="feed")
+        self._tasks.append(feed)
+        ready = asyncio.create_task(self.feed.ready.wait())
+        await asyncio.wait({feed, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if feed.done():  # Redis refused the subscription
+            ready.cancel()
+            feed.result()
+        if self.agent is not None:
+            self._tasks.append(asyncio.create_task(self.agent.run(), name="read-model"))
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        log.info("query API on %s", self.url)
+
+    async def wait(self) -> None:
+        """Returns when a background component stopped; raises what it raised."""
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+        raise RuntimeError(f"{next(iter(done)).get_name()} stopped unexpectedly")
+
+    async def stop(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for task in self._tasks:
+            if task.get_name() != "read-model":
+                task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 10.0)
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> ApiProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def serve(settings: Settings, host: str, port: int | None, *, read_model: bool) -> int:
+    """Run until a signal (0) or until a component fails (1)."""
+    process = ApiProcess(settings, host=host, port=port, read_model=read_model)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    status = 0
+    try:
+        await process.start()
+    except (RedisError, KafkaError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        await process.stop()
+        return 1
+    try:
+        stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+        watcher = asyncio.create_task(process.wait())
+        await asyncio.wait({stopper, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if watcher.done():
+            status = 1
+            failure = watcher.exception()
+            log.error("stopping: %s", failure, exc_info=failure)
+        else:
+            watcher.cancel()
+        stopper.cancel()
+    finally:
+        await process.stop()
+    return status

@@ -1,0 +1,112 @@
+"""The web page of the query API and its live feed.
+
+    GET /                 the page (serving/static/index.html; no build step, no CDN)
+    GET /static/{name}    its script and style sheet
+    GET /events?account_id=   server-sent events: `change` (a member joined or left,
+                          with the segment's new count) and `rule` (a rule was created,
+                          changed or deleted); a new stream starts with the latest
+                          changes this process saw (each event's `seq` tells them apart)
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import orjson
+from aiohttp import web
+
+from common.http import expect_handler
+from serving.api import FEED, account_param
+from serving.change_feed import Event
+
+log = logging.getLogger(__name__)
+
+#: Seconds between keep-alive comments on an idle stream (proxies drop silent ones).
+HEARTBEAT_SECONDS = 15.0
+
+_STATIC = {
+    "index.html": "text/html",
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+}
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+STATIC_FILES = web.AppKey("static_files", dict)
+
+
+def _load_static() -> dict[str, bytes]:
+    folder = resources.files("stream") / "static"
+    return {name: (folder / name).read_bytes() for name in _STATIC}
+
+
+def _static_response(request: web.Request, name: str) -> web.Response:
+    return web.Response(
+        body=request.app[STATIC_FILES][name],
+        content_type=_STATIC[name],
+        charset="utf-8",
+        headers={**_SECURITY_HEADERS, "Cache-Control": "no-cache"},
+    )
+
+
+async def index(request: web.Request) -> web.Response:
+    return _static_response(request, "index.html")
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in _STATIC or name == "index.html":
+        raise web.HTTPNotFound(reason=f"no static file {name!r}")
+    return _static_response(request, name)
+
+
+def sse_message(event: Event) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (str(event["type"]).encode(), orjson.dumps(event))
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    account_id = account_param(request)
+    feed = request.app[FEED]
+    with feed.subscribe(history=True) as subscription:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        try:
+            await response.write(b"retry: 2000\n: connected\n\n")
+            while True:
+                batch = await subscription.next_events(HEARTBEAT_SECONDS)
+                if batch is None:  # closed: the client was too slow, or shutdown
+                    break
+                if not batch:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                chunk = b"".join(
+                    sse_message(e)
+                    for e in batch
+                    if account_id is None or e.get("account_id") == account_id
+                )
+                if chunk:
+                    await response.write(chunk)
+        except ConnectionResetError:  # the browser went away
+            pass
+    return response
+
+
+async def _close_streams(app: web.Application) -> None:
+    app[FEED].close()
+
+
+def add_routes(app: web.Application) -> None:
+    app[STATIC_FILES] = _load_static()
+    app.router.add_get("/", index, expect_handler=expect_handler)
+    app.router.add_get("/static/{name}", static, expect_handler=expect_handler)
+    app.router.add_get("/events", events, expect_handler=expect_handler)
+    app.on_shutdown.append(_close_streams)

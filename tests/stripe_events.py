@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 #: The repository's sibling `shared/` folder (CI clones the repo beside a copy of it).
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "stripe-fixtures"
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "stripe-fixtures"
 CLI = "events-stripe-cli-2020-08-27"
 LEGACY = "events-stripe-java-legacy"
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z

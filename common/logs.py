@@ -24,6 +24,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from common.errors import SegmentsError
+
 __all__ = ["FORMATS", "LogConfigError", "configure", "fields"]
 
 FORMATS = ("json", "text")
@@ -33,7 +35,7 @@ FIELDS_ATTR = "fields"
 QUIET_LOGGERS = ("aiokafka", "stripe")
 
 
-class LogConfigError(ValueError):
+class LogConfigError(SegmentsError, ValueError):
     """SEGMENTS_LOG_FORMAT or SEGMENTS_LOG_LEVEL has a value we do not know."""
 
 

@@ -60,6 +60,7 @@ from connectors.backfill_state import (
 )
 from connectors.contract import RawEvent
 from connectors.emails import EmailResolver
+from connectors.errors import ConnectorError
 from connectors.sink import EventSink
 from connectors.stripe_client import AsyncStripe, RequestPacer
 
@@ -117,7 +118,7 @@ class BackfillOptions:
         return cls(**changes)
 
 
-class BackfillBusy(RuntimeError):
+class BackfillBusy(ConnectorError, RuntimeError):
     """Another run holds this connection's backfill lock."""
 
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from common.settings import Settings
 from common.windows import BACKFILL_DAYS
 from connectors.backfill import BackfillJob, BackfillOptions, run_backfill
+from connectors.errors import ConnectorError
 from connectors.metrics import ConnectorMetrics
 from connectors.sink import EventSink
 from connectors.store import Connection, ConnectionStore, new_connection_id
@@ -46,7 +47,7 @@ SECRET_PREFIXES = ("sk_", "rk_", "pk_", "whsec_")
 FIELDS = frozenset({"account_id", "api_key", "webhook_secret"})
 
 
-class FieldError(ValueError):
+class FieldError(ConnectorError, ValueError):
     def __init__(self, field: str | None, reason: str) -> None:
         super().__init__(reason)
         self.field = field

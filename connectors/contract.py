@@ -12,12 +12,14 @@ from typing import Any, Literal
 
 import orjson
 
+from connectors.errors import ConnectorError
+
 ENVELOPE_VERSION = 1
 
 Source = Literal["webhook", "backfill"]
 
 
-class ContractError(ValueError):
+class ContractError(ConnectorError, ValueError):
     """A message on the raw-event topic does not follow this contract."""
 
 

@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 import stripe
 
 from common.settings import Settings
+from connectors.errors import ConnectorError
 from connectors.stripe_client import AsyncStripe, RequestPacer
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,14 @@ return 1
 """
 
 
-class EmailLookupError(RuntimeError):
+class EmailLookupError(ConnectorError, RuntimeError):
     """Stripe could not answer a look-up; nothing was cached.
 
     `retriable` is true for rate limits, network and server errors (ask again later),
     false when the connection's key is rejected (asking again will not help).
     """
+
+    retriable = True
 
     def __init__(self, message: str, *, retriable: bool) -> None:
         super().__init__(message)

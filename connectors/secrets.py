@@ -21,17 +21,18 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from common.environment import is_production, stack_dir
 from common.settings import Settings
+from connectors.errors import ConnectorError
 
 log = logging.getLogger(__name__)
 
 DEV_KEY_FILE = "dev-secret.key"
 
 
-class SecretKeyError(RuntimeError):
+class SecretKeyError(ConnectorError, RuntimeError):
     """No usable encryption key: the message says how to configure one."""
 
 
-class SecretUnreadable(RuntimeError):
+class SecretUnreadable(ConnectorError, RuntimeError):
     """A stored secret does not decrypt with the configured key(s)."""
 
 

@@ -14,6 +14,7 @@ from typing import Protocol
 from common.settings import Settings
 from common.topics import EVENTS_TOPIC
 from connectors.contract import RawEvent
+from connectors.errors import ConnectorError
 
 #: The largest encoded envelope published: under the producer's `max_request_size` and
 #: the broker's `message.max.bytes` (both about 1 MiB), with room for the key and the
@@ -21,8 +22,10 @@ from connectors.contract import RawEvent
 MAX_RECORD_BYTES = 1_000_000
 
 
-class SinkUnavailable(RuntimeError):
+class SinkUnavailable(ConnectorError, RuntimeError):
     """Kafka did not acknowledge the event in time; nothing may be acknowledged upstream."""
+
+    retriable = True
 
 
 class EventSink(Protocol):

@@ -24,6 +24,7 @@ import stripe
 
 from common.settings import Settings
 from common.stripe_event_types import NEEDED_EVENT_TYPES
+from connectors.errors import ConnectorError
 from connectors.store import Registration
 from connectors.stripe_client import AsyncStripe
 
@@ -41,7 +42,7 @@ _READ_CHECKS: tuple[tuple[str, str], ...] = (
 WEBHOOK_PERMISSION = "Webhook Endpoints: write (event delivery)"
 
 
-class StripeAccountError(Exception):
+class StripeAccountError(ConnectorError):
     """A Stripe call for a connection failed; `status` and `reason` are safe to show."""
 
     status = 502

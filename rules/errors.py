@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.errors import SegmentsError
+
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
@@ -29,7 +31,7 @@ class FieldError:
         return {"path": self.path, "reason": self.reason}
 
 
-class RuleError(ValueError):
+class RuleError(SegmentsError, ValueError):
     """A rule document is invalid; `errors` lists every problem found, in document order."""
 
     def __init__(self, errors: list[FieldError]) -> None:

@@ -28,12 +28,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from segments.errors import ShellError
+
 __all__ = ["LocalStripe", "LocalStripeError", "available", "free_port", "running_localstripe"]
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-class LocalStripeError(RuntimeError):
+class LocalStripeError(ShellError, RuntimeError):
     """localstripe did not start (or is not installed); the message says why."""
 
 

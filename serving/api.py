@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from common.http import Handler, json_response, log_request, route_of
 from serving.change_feed import Feed
+from serving.errors import ServingError
 from serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
 from serving.read_model import valid_id
 from serving.read_model_query import AmbiguousSegment, BadCursor, ReadModelReader, decode_cursor
@@ -37,7 +38,7 @@ METRICS = web.AppKey("metrics", ServingMetrics)
 FEED = web.AppKey("feed", Feed)
 REDIS: web.AppKey[Any] = web.AppKey("redis")
 
-class ApiError(Exception):
+class ApiError(ServingError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status

@@ -43,6 +43,7 @@ import orjson
 
 from common.keys import MalformedKey, split
 from rules.vocabulary import ID_PATTERN
+from serving.errors import ServingError
 from stream.changes import MembershipChange, member_state, split_member_key
 
 #: What a fenced write returns instead of the segment's member count.
@@ -53,7 +54,7 @@ INITIAL_GENERATION: Final = "0"
 _ID: Final = re.compile(ID_PATTERN)
 
 
-class RecordError(ValueError):
+class RecordError(ServingError, ValueError):
     """A record on a read-model input topic does not follow its contract."""
 
 

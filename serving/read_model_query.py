@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from serving.errors import ServingError
 from serving.read_model import (
     INITIAL_GENERATION,
     Namespace,
@@ -23,7 +24,7 @@ from serving.read_model import (
 )
 
 
-class AmbiguousSegment(LookupError):
+class AmbiguousSegment(ServingError, LookupError):
     """A segment id used by several accounts, asked for without an account."""
 
     def __init__(self, segment_id: str, accounts: int) -> None:
@@ -32,7 +33,7 @@ class AmbiguousSegment(LookupError):
         )
 
 
-class BadCursor(ValueError):
+class BadCursor(ServingError, ValueError):
     pass
 
 

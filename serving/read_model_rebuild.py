@@ -29,6 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from common.settings import Settings
 from common.topics import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC
+from serving.errors import ServingError
 from serving.read_model import (
     Namespace,
     ReadModelStore,
@@ -42,7 +43,7 @@ from serving.read_model_agent import replay_field
 log = logging.getLogger(__name__)
 
 
-class RebuildError(RuntimeError):
+class RebuildError(ServingError, RuntimeError):
     pass
 
 

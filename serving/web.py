@@ -39,7 +39,7 @@ STATIC_FILES = web.AppKey("static_files", dict)
 
 
 def _load_static() -> dict[str, bytes]:
-    folder = resources.files("stream") / "static"
+    folder = resources.files("serving") / "static"
     return {name: (folder / name).read_bytes() for name in _STATIC}
 
 

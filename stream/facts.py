@@ -16,9 +16,10 @@ import orjson
 
 from common.keys import pack
 from rules.vocabulary import FilterId
+from stream.errors import StreamError
 
 
-class FactDecodeError(ValueError):
+class FactDecodeError(StreamError, ValueError):
     """A message on the facts topic does not follow this contract."""
 
 

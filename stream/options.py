@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 Clock = Callable[[], int]
+#: Kafka Streams' two guarantees; see README, "Delivery guarantees".
+ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
 #: (connection id, Stripe customer id) -> the customer's email, None if it has none.
 EmailLookup = Callable[[str, str], Awaitable[str | None]]
 
@@ -20,7 +23,7 @@ def system_clock() -> int:
 class StreamOptions:
     """How the worker runs; defaults are the production choices (see README)."""
 
-    processing_guarantee: str = "exactly_once"
+    processing_guarantee: ProcessingGuarantee = "exactly_once"
     #: Longest a transaction stays open while records keep coming (seconds). An idle
     #: partition commits as soon as its batch is processed.
     commit_interval: float = 0.1

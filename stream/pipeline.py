@@ -54,7 +54,7 @@ from stream.partition_state import PartitionState, rule_from_doc
 from stream.runtime import Outbox
 from stream.state import JSON, RAW, Codec, State, compact, recover_all
 
-log = logging.getLogger("segments.stream")
+log = logging.getLogger(__name__)
 #: How often each classify partition forgets dedup entries past their window.
 SWEEP_SECONDS = 60
 CONTACT = Codec(ContactState.to_bytes, ContactState.from_bytes)

@@ -46,9 +46,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from stream.errors import StreamError
 from stream.partitioning import partition_for
 
-log = logging.getLogger("segments.runtime")
+log = logging.getLogger(__name__)
 
 #: Batches a task may have queued before its partitions are paused (backpressure).
 MAX_QUEUED_BATCHES = 8
@@ -97,7 +98,7 @@ class Handler(Protocol):
         """Add the partition's pending state changelog writes to `out`."""
 
 
-class RuntimeFailed(RuntimeError):
+class RuntimeFailed(StreamError, RuntimeError):
     """A task failed in a way the handler did not turn into a dead letter."""
 
 

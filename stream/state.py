@@ -27,7 +27,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-log = logging.getLogger("segments.state")
+from stream.errors import StreamError
+
+log = logging.getLogger(__name__)
 
 
 class Codec(NamedTuple):
@@ -53,8 +55,10 @@ def compact(raw: bytes) -> bytes:
 RECOVERY_STALL_SECONDS = 60.0
 
 
-class StateRecoveryError(RuntimeError):
+class StateRecoveryError(StreamError, RuntimeError):
     """A changelog partition could not be read to its end; the worker must stop."""
+
+    retriable = True
 
 
 class PartitionView(MutableMapping[str, Any]):

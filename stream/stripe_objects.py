@@ -20,12 +20,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from stream.errors import StreamError
 from stream.facts import normalize_email
 
 JsonObj = dict[str, Any]
 
 
-class ClassifyError(ValueError):
+class ClassifyError(StreamError, ValueError):
     """A Stripe event of a needed type that cannot be understood."""
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from common.settings import Settings
 
-log = logging.getLogger("segments.worker")
+log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:

@@ -28,6 +28,7 @@ from segments.demo.stripe_history import seed_account
 from segments.demo.terminal import install_interrupt, new_credentials, relative, terminal_width
 from segments.demo.view import Monitor, Snapshot, backfill_text, render_line, render_screen
 from segments.demo.webhooks import WebhookSender
+from segments.errors import ShellError
 from segments.rules_admin import publish_rule
 from stream.app import source_topics
 
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 EXPIRING = 900_000
 
 
-class DemoError(RuntimeError):
+class DemoError(ShellError, RuntimeError):
     pass
 
 

@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from segments.errors import ShellError
 
-class StackError(RuntimeError):
+
+class StackError(ShellError, RuntimeError):
     """The local stack cannot be brought up; the message says how to fix it."""
 
 

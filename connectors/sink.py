@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+import orjson
+
 from common.settings import Settings
 from common.topics import EVENTS_TOPIC
 from connectors.contract import RawEvent
@@ -20,6 +22,26 @@ from connectors.errors import ConnectorError
 #: the broker's `message.max.bytes` (both about 1 MiB), with room for the key and the
 #: record overhead. A bigger one would be refused by Kafka on every attempt.
 MAX_RECORD_BYTES = 1_000_000
+
+
+class RecordTooLarge(ConnectorError, ValueError):
+    """The event's envelope is bigger than a Kafka record may be: it never will fit."""
+
+
+class UnencodableEvent(ConnectorError, ValueError):
+    """The event cannot be written as JSON (orjson writes at most 255 levels of nesting,
+    though it reads 1024): it never will be."""
+
+
+def encode(event: RawEvent) -> bytes:
+    """The record value of `event`, encoded once: the size check and the send use it."""
+    try:
+        value = event.to_bytes()
+    except orjson.JSONEncodeError:
+        raise UnencodableEvent("the event cannot be encoded as JSON") from None
+    if len(value) > MAX_RECORD_BYTES:
+        raise RecordTooLarge(f"envelope of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+    return value
 
 
 class SinkUnavailable(ConnectorError, RuntimeError):
@@ -66,9 +88,10 @@ class KafkaEventSink:
         producer = self._producer
         if producer is None:
             raise SinkUnavailable("the Kafka producer is not started")
+        value = encode(event)
         try:
             future = await producer.send(  # type: ignore[attr-defined]
-                self.topic, event.to_bytes(), key=event.key()
+                self.topic, value, key=event.key()
             )
             await asyncio.wait_for(future, self.timeout)
         except (KafkaError, TimeoutError, OSError) as exc:

@@ -26,7 +26,12 @@ from aiohttp import web
 from common.stripe_event_types import NEEDED_EVENT_TYPES
 from connectors.contract import RawEvent
 from connectors.metrics import ConnectorMetrics
-from connectors.sink import MAX_RECORD_BYTES, EventSink, SinkUnavailable
+from connectors.sink import (
+    EventSink,
+    RecordTooLarge,
+    SinkUnavailable,
+    UnencodableEvent,
+)
 from connectors.store import ConnectionStore
 
 MAX_BODY_BYTES = 1 << 20
@@ -92,23 +97,6 @@ def parse_event(body: bytes) -> dict[str, Any] | None:
     if not isinstance(doc.get("id"), str) or not isinstance(doc.get("type"), str):
         return None
     return doc
-
-
-def envelope_problem(raw: RawEvent) -> tuple[int, str] | None:
-    """Why `raw` cannot be published (status, reason), or None if it can.
-
-    orjson reads nesting up to 1024 levels but writes at most 255, and Kafka takes
-    records up to `MAX_RECORD_BYTES`: without these checks a signed body nested too
-    deep, or just under the body cap, failed at publish time every time it came (a
-    500 or a 503, and Stripe retrying it for days).
-    """
-    try:
-        size = len(raw.to_bytes())
-    except orjson.JSONEncodeError:
-        return 400, "malformed_json"
-    if size > MAX_RECORD_BYTES:
-        return 413, "record_too_large"
-    return None
 
 
 class WebhookReceiver:
@@ -186,12 +174,15 @@ class WebhookReceiver:
             self.metrics.received(event_type, "ignored")
             return _answer(200, received=True, ignored=True)
         raw = RawEvent(conn.id, conn.account_id, "webhook", received_ms, event)
-        problem = envelope_problem(raw)
-        if problem is not None:
-            return self._reject(request, *problem)
         started = time.perf_counter()
         try:
             await self.sink.publish(raw)
+        # A signed body nested too deep, or just under the body cap, can never be
+        # published: a 4xx, or Stripe would retry it for days (the sink encodes once).
+        except UnencodableEvent:
+            return self._reject(request, 400, "malformed_json")
+        except RecordTooLarge:
+            return self._reject(request, 413, "record_too_large")
         except SinkUnavailable:
             self.metrics.received(event_type, "unavailable")
             request[LOG_FIELDS]["kafka"] = "unavailable"

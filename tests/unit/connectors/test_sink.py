@@ -5,11 +5,19 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import orjson
 import pytest
 
 from common.settings import Settings
 from connectors.contract import RawEvent
-from connectors.sink import KafkaEventSink, SinkUnavailable
+from connectors.sink import (
+    MAX_RECORD_BYTES,
+    KafkaEventSink,
+    RecordTooLarge,
+    SinkUnavailable,
+    UnencodableEvent,
+    encode,
+)
 from connectors.supervised_sink import RECYCLE_AFTER_FAILURES, SupervisedSink
 from tests.waiting import async_wait_for
 
@@ -122,3 +130,32 @@ async def test_prepare_runs_once_before_the_first_connection() -> None:
     assert await sink.wait_connected(5)
     assert calls == [1, 1]
     await sink.stop()
+
+
+def test_encode_refuses_an_envelope_over_the_record_limit() -> None:
+    big = RawEvent("conn_1", "acme", "webhook", 0,
+                   {"id": "evt_1", "type": "charge.failed", "pad": "x" * MAX_RECORD_BYTES})
+    with pytest.raises(RecordTooLarge):
+        encode(big)
+    assert orjson.loads(encode(EVENT))["event"] == {"id": "evt_1", "type": "charge.failed"}
+
+
+def test_encode_refuses_what_orjson_cannot_write() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(300):  # orjson writes at most 255 levels
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(UnencodableEvent):
+        encode(RawEvent("conn_1", "acme", "webhook", 0, {"id": "e", "type": "t", "d": deep}))
+
+
+async def test_publish_refuses_before_touching_kafka() -> None:
+    """Not a retriable failure: the receiver answers 413, never 503."""
+    sink = KafkaEventSink(Settings(kafka_bootstrap_servers="127.0.0.1:1"))
+    sink._producer = object()  # started, but never reached: encode fails first
+    big = RawEvent("conn_1", "acme", "webhook", 0, {"id": "e", "type": "t",
+                                                     "pad": "x" * MAX_RECORD_BYTES})
+    with pytest.raises(RecordTooLarge) as caught:
+        await sink.publish(big)
+    assert caught.value.retriable is False

@@ -15,7 +15,8 @@ module is the part of Kafka Streams' model the pipeline needs, written out plain
   commits: under exactly-once, output, state and input offsets go in ONE Kafka
   transaction of the task's own transactional producer (`{group}-{p}`), so they commit
   together or not at all; under at-least-once, the offsets are committed once every
-  output is acknowledged.
+  output is acknowledged (at most every `commit_interval`, and always when a task
+  stops, cleanly or on a rebalance: only a crash replays).
 - A task owns its transactional id: a worker taking over partition p initialises the
   producer `{group}-{p}`, which fences the previous owner and aborts any transaction it
   left open. Only then is p's state recovered (read_committed, to the last stable
@@ -45,6 +46,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
 
 from stream.errors import StreamError
 from stream.partitioning import partition_for
@@ -128,16 +130,26 @@ class _Task:
         self.task = asyncio.create_task(self._run(), name=f"segments-task-{self.partition}")
 
     async def stop(self) -> None:
-        """Finish the batch in hand, commit it, and end (queued batches are dropped:
-        their offsets are not committed, so whoever owns the partition next reads them)."""
+        """Finish the batch in hand, commit everything processed, and end (queued
+        batches are dropped: their offsets are not committed, so whoever owns the
+        partition next reads them). A clean stop or a rebalance replays nothing."""
         self.stopping = True
         if self.task is None:
             return
-        if not self.busy:
+        idle = not self.busy
+        if idle:
             self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
-        if self.committing is not None:  # cancelled while idle: its commits still land
+        if idle and self.runtime.failed is None:
+            # Cancelled while waiting for records: what was processed before is not
+            # committed yet under at-least-once (its offsets wait for the commit
+            # interval); under exactly-once an idle task has nothing open.
+            try:
+                await self._commit(final=True)
+            except Exception as exc:  # already reported by `_acknowledged`
+                log.warning("partition %d: final commit failed: %r", self.partition, exc)
+        elif self.committing is not None:  # its commits still land
             with contextlib.suppress(Exception):
                 await self.committing
 
@@ -275,19 +287,30 @@ class _Task:
                 self.txn_started = None
             if pending or offsets:
                 self.committing = asyncio.create_task(
-                    self._acknowledge(self.committing, pending, offsets))
+                    self._acknowledge(self.committing, pending, offsets, final))
                 self.committing.add_done_callback(self._acknowledged)
         if final and self.committing is not None:
             await self.committing
 
     async def _acknowledge(self, previous: asyncio.Task[None] | None,
-                           pending: list[asyncio.Future[Any]], offsets: dict[Any, int]) -> None:
+                           pending: list[asyncio.Future[Any]], offsets: dict[Any, int],
+                           final: bool = False) -> None:
         if previous is not None:
             await previous
         if pending:
             await asyncio.gather(*pending)
-        if offsets:
+        if not offsets:
+            return
+        if not final:
             await self.runtime.consumer.commit(offsets)
+            return
+        try:
+            await self.runtime.consumer.commit(offsets)
+        except KafkaError as exc:
+            # Giving the partition up after this worker left the group (its session
+            # expired): the next owner reads these records again, as after a crash.
+            log.warning("partition %d: offsets not committed on giving it up: %r",
+                        self.partition, exc)
 
     def _acknowledged(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -1,0 +1,110 @@
+"""Negative assertions without sleeping: "nothing more came" is checked at end offsets.
+
+A test that wants to show an extra (late, duplicate) record did not appear must first
+know that the input was fully processed, then read the output up to its end:
+
+- `wait_processed`: until a consumer group has committed every partition of its
+  source topics up to their end offsets. Under exactly-once the offsets commit in the
+  same transaction as the output, so everything the input caused is then written;
+  processing may write to its own sources (facts, control), so the end offsets are
+  taken again until they stop moving.
+- `read_to_end`: every committed record of a topic up to its high watermark taken now.
+  A read_committed reader cannot pass a transaction still open or whose markers are
+  not written yet, so this waits for those instead of stopping short of them (reading
+  to the last stable offset would).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.waiting import TimedOut, async_wait_for
+
+
+async def _partitions(consumer: Any, topics: Iterable[str]) -> list[TopicPartition]:
+    found = []
+    for topic in topics:
+        numbers = consumer.partitions_for_topic(topic)
+        if not numbers:
+            await consumer._client.force_metadata_update()
+            numbers = consumer.partitions_for_topic(topic) or set()
+        if not numbers:
+            raise AssertionError(f"topic {topic} does not exist")
+        found += [TopicPartition(topic, p) for p in sorted(numbers)]
+    return found
+
+
+async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """The high watermark of every partition of `topics` (transactions included)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap,
+                                isolation_level="read_uncommitted")
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, topics)
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str,
+                            partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The group's committed offset of each partition (-1 where it committed none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        return {tp: found[tp].offset if tp in found else -1 for tp in partitions}
+    finally:
+        await admin.close()
+
+
+async def wait_processed(bootstrap: str, group: str, topics: Iterable[str],
+                         timeout: float = 60.0) -> dict[TopicPartition, int]:
+    """Until `group` has committed all of `topics` to their end offsets, and those did
+    not move meanwhile; returns the end offsets."""
+    topics = list(topics)
+    deadline = time.monotonic() + timeout
+    ends = await end_offsets(bootstrap, topics)
+    while True:
+        async def caught_up(ends: dict[TopicPartition, int] = ends) -> bool:
+            done = await committed_offsets(bootstrap, group, list(ends))
+            return all(done[tp] >= end for tp, end in ends.items())
+
+        await async_wait_for(caught_up, max(0.0, deadline - time.monotonic()),
+                             interval=0.2, what=f"{group} to commit {topics} to {ends}")
+        again = await end_offsets(bootstrap, topics)
+        if again == ends:
+            return ends
+        ends = again
+
+
+async def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
+    """Every committed record of `topic`, from the beginning to its high watermark."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed",
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, [topic])
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await end_offsets(bootstrap, [topic])
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            positions = {tp: await consumer.position(tp) for tp in partitions}
+            if all(positions[tp] >= ends[tp] for tp in partitions):
+                return records
+            if time.monotonic() > deadline:
+                raise TimedOut(f"{topic}: at {positions}, not read to {ends} in {timeout}s "
+                               "(a transaction left open?)")
+            batch = await consumer.getmany(*partitions, timeout_ms=500)
+            for msgs in batch.values():
+                records.extend(msgs)
+    finally:
+        await consumer.stop()

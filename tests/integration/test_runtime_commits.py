@@ -1,0 +1,154 @@
+"""At-least-once replays only after a crash: a clean stop and a rebalance commit what
+was processed, so the next owner of a partition starts after it.
+
+The runtime runs with an echo handler (each input record copied to the same partition
+of an output topic) and a commit interval far longer than the test, so every offset
+commit seen here is the one made when a task stops. Whether anything was processed
+twice is read off the output: a sentinel per partition is sent once the new owners are
+in place, and the output is read to its end offsets once every sentinel came out (on
+each partition a replay would come out before the sentinel).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from common.settings import Settings
+from common.topics import TopicSpec, ensure_topics
+from stream.runtime import Outbox, StreamRuntime
+from tests.drain import committed_offsets, end_offsets, read_to_end
+from tests.waiting import async_wait_for
+
+pytestmark = pytest.mark.integration
+
+RECORDS = 400
+#: Longer than the test: only the commit made on stopping a task can land.
+COMMIT_INTERVAL = 600.0
+
+
+class Echo:
+    """Copies every record of `source` to the same partition of `sink`."""
+
+    def __init__(self, source: str, sink: str) -> None:
+        self.topics: Sequence[str] = [source]
+        self.sink = sink
+
+    async def assigned(self, partitions: list[int]) -> None:
+        pass
+
+    def revoked(self, partitions: list[int]) -> None:
+        pass
+
+    async def process(self, partition: int, topic: str, records: list[Any],
+                      out: Outbox) -> None:
+        for record in records:
+            out.send(self.sink, record.key, record.value, partition)
+
+    async def tick(self, partition: int, out: Outbox) -> None:
+        pass
+
+    def state_writes(self, partition: int, out: Outbox) -> None:
+        pass
+
+
+class Topics:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.bootstrap = settings.kafka_bootstrap_servers
+        self.source = settings.topic("runtime.in")
+        self.sink = settings.topic("runtime.out")
+        self.group = settings.topic("runtime")
+
+    def runtime(self) -> StreamRuntime:
+        return StreamRuntime(bootstrap_servers=self.bootstrap, group_id=self.group,
+                             handler=Echo(self.source, self.sink), exactly_once=False,
+                             commit_interval=COMMIT_INTERVAL, tick_interval=COMMIT_INTERVAL)
+
+    async def send(self, values: list[str]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for n, value in enumerate(values):
+                await producer.send(self.source, value.encode(), key=str(n).encode(),
+                                    partition=n % self.settings.partitions)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def output(self) -> list[str]:
+        return [r.value.decode() for r in await read_to_end(self.bootstrap, self.sink)]
+
+    async def wait_output(self, values: list[str]) -> None:
+        async def there() -> bool:
+            return set(values) <= set(await self.output())
+
+        await async_wait_for(there, 60, interval=0.3, what=f"{len(values)} outputs")
+
+
+@pytest.fixture
+async def topics(settings: Settings) -> Topics:
+    t = Topics(settings)
+    await ensure_topics(settings, (TopicSpec("runtime.in"), TopicSpec("runtime.out")))
+    return t
+
+
+@asynccontextmanager
+async def started(runtime: StreamRuntime) -> AsyncIterator[StreamRuntime]:
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+    assert runtime.failed is None, runtime.failed
+
+
+async def wait_owners(*runtimes: StreamRuntime, partitions: int) -> None:
+    async def owned() -> bool:
+        for runtime in runtimes:
+            assert runtime.failed is None, runtime.failed
+        sets = [runtime.assigned() for runtime in runtimes]
+        return all(sets) and sorted(p for s in sets for p in s) == list(range(partitions))
+
+    await async_wait_for(owned, 60, interval=0.2, what="every partition owned once")
+
+
+async def assert_nothing_replayed(t: Topics, first: list[str]) -> None:
+    sentinels = [f"sentinel-{p}" for p in range(t.settings.partitions)]
+    await t.send(sentinels)
+    await t.wait_output(sentinels)
+    counts = Counter(await t.output())
+    assert {v: n for v, n in counts.items() if n != 1} == {}, "processed more than once"
+    assert set(counts) == {*first, *sentinels}
+
+
+async def test_a_clean_stop_commits_what_was_processed(topics: Topics) -> None:
+    t = topics
+    first = [f"r{n}" for n in range(RECORDS)]
+    await t.send(first)
+    async with started(t.runtime()) as runtime:
+        await wait_owners(runtime, partitions=t.settings.partitions)
+        await t.wait_output(first)
+    ends = await end_offsets(t.bootstrap, [t.source])
+    assert await committed_offsets(t.bootstrap, t.group, list(ends)) == ends
+
+    async with started(t.runtime()) as successor:
+        await wait_owners(successor, partitions=t.settings.partitions)
+        await assert_nothing_replayed(t, first)
+
+
+async def test_a_rebalance_commits_what_was_processed(topics: Topics) -> None:
+    t = topics
+    first = [f"r{n}" for n in range(RECORDS)]
+    await t.send(first)
+    async with started(t.runtime()) as one:
+        await wait_owners(one, partitions=t.settings.partitions)
+        await t.wait_output(first)
+        async with started(t.runtime()) as two:  # joins: every partition is revoked
+            await wait_owners(one, two, partitions=t.settings.partitions)
+            await assert_nothing_replayed(t, first)

@@ -128,4 +128,5 @@ def test_the_suite_registers_the_guard_with_its_allow_list(
     assert plugin.allowed == conftest.CI_ALLOWED_SKIPS
     assert plugin.active == conftest.IN_CI
     for entry in conftest.CI_ALLOWED_SKIPS:
-        assert isinstance(entry, AllowedSkip) and entry.why.strip(), entry
+        assert isinstance(entry, AllowedSkip)
+        assert entry.why.strip(), f"{entry}: say why CI may skip it"

@@ -20,10 +20,29 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # stripe-mock (Stripe's stateless API mock, a Go module) checks WebhookEndpoint calls;
-# its tests skip when it is missing, so a failed install only costs coverage.
-if command -v go >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/stripe-mock" ]; then
-  echo "bootstrap: go install stripe-mock"
-  go install github.com/stripe/stripe-mock@latest >/dev/null 2>&1 || echo "bootstrap: stripe-mock not installed (its tests will skip)"
+# its tests read the binary and its fixtures3.json from the Go module cache. Pinned to
+# the version the Go module proxy served when this was written. On a laptop its tests
+# skip without it; under CI=true they fail, so its install failing fails here, loudly.
+STRIPE_MOCK_VERSION=v0.203.0
+stripe_mock_missing() {
+  command -v go >/dev/null 2>&1 || return 0
+  [ -x "$(go env GOPATH)/bin/stripe-mock" ] || return 0
+  [ -f "$(go env GOMODCACHE)/github.com/stripe/stripe-mock@${STRIPE_MOCK_VERSION}/embedded/openapi/fixtures3.json" ] || return 0
+  return 1
+}
+if stripe_mock_missing; then
+  in_ci=false
+  case "${CI:-}" in 1|true|TRUE|True|yes) in_ci=true ;; esac
+  if ! command -v go >/dev/null 2>&1; then
+    if $in_ci; then echo "bootstrap: CI needs stripe-mock, and there is no Go to install it" >&2; exit 1; fi
+    echo "bootstrap: no Go: stripe-mock not installed (its tests will skip)"
+  else
+    echo "bootstrap: go install github.com/stripe/stripe-mock@${STRIPE_MOCK_VERSION}"
+    if ! go install "github.com/stripe/stripe-mock@${STRIPE_MOCK_VERSION}"; then
+      if $in_ci; then echo "bootstrap: CI needs stripe-mock and go install failed" >&2; exit 1; fi
+      echo "bootstrap: stripe-mock not installed (its tests will skip)"
+    fi
+  fi
 fi
 
 # Install only when pyproject changed since the last install (keeps `make test` quick).

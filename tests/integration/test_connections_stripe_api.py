@@ -1,7 +1,7 @@
 """The Stripe calls localstripe cannot answer: endpoint registration and key errors.
 
-`/v1/webhook_endpoints` is exercised against Stripe's own `stripe-mock` (install:
-`go install github.com/stripe/stripe-mock@latest`; skipped when the binary is absent).
+`/v1/webhook_endpoints` is exercised against Stripe's own `stripe-mock` (installed by
+`scripts/bootstrap.sh`; skipped when absent on a laptop, a failure under CI=true).
 An invalid or under-privileged key cannot be produced by either emulator (both accept
 any test key), so those answers come from a small in-process server that speaks
 Stripe's error format; the official library still parses them into its own errors.
@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from aiohttp import web
@@ -78,13 +78,17 @@ def running_stripe_mock(binary: str, fixtures: Path | None = None) -> Iterator[s
             proc.wait(10)
 
 
+def _missing(what: str) -> NoReturn:
+    if IN_CI:
+        pytest.fail(f"{what}: CI=true needs it (scripts/bootstrap.sh installs it)")
+    pytest.skip(f"{what} (scripts/bootstrap.sh installs it)")
+
+
 @pytest.fixture(scope="module")
 def stripe_mock() -> str:
     binary = _stripe_mock_binary()
     if binary is None:
-        if IN_CI and os.environ.get("SEGMENTS_REQUIRE_STRIPE_MOCK"):
-            pytest.fail("stripe-mock is required (SEGMENTS_REQUIRE_STRIPE_MOCK) but missing")
-        pytest.skip("stripe-mock not installed (go install github.com/stripe/stripe-mock@latest)")
+        _missing("stripe-mock is not installed")
     return binary
 
 
@@ -111,7 +115,7 @@ async def test_webhook_endpoint_is_registered_and_deleted_through_the_library(
 ) -> None:
     bundled = _bundled_fixtures()
     if bundled is None:
-        pytest.skip("stripe-mock's fixtures3.json is not in the Go module cache")
+        _missing("stripe-mock's fixtures3.json is not in the Go module cache")
     fixtures = json.loads(bundled.read_text())
     fixtures["resources"]["webhook_endpoint"]["secret"] = "whsec_from_stripe_mock"
     patched = tmp_path / "fixtures3.json"

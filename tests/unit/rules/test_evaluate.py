@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from rules import FactView, Rule, evaluate, is_member, matches, next_change, parse_rule
 from rules.currencies import exponent
@@ -20,12 +21,8 @@ from rules.schema import SCHEMA_PATH
 
 pytestmark = pytest.mark.unit
 
-try:  # every valid rule used here must also pass the published schema
-    from jsonschema import Draft202012Validator
-
-    SCHEMA: Any = Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
-except ImportError:  # pragma: no cover - jsonschema is a dev extra
-    SCHEMA = None
+#: Every valid rule used here must also pass the published schema.
+SCHEMA = Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 HOUR, DAY = 3600, 86_400
 T0 = 1_780_000_000  # 2026-05-28T20:26:40Z
@@ -64,8 +61,7 @@ def rule(filter: str, *conditions: tuple[str, str, Any], timezone: str = "UTC") 
         "conditions": [{"field": f, "op": o, "value": v} for f, o, v in conditions],
         "timezone": timezone,
     }
-    if SCHEMA is not None:
-        SCHEMA.validate(doc)
+    SCHEMA.validate(doc)
     return parse_rule(doc)
 
 

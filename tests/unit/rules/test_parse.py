@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from rules import FieldError, Rule, RuleError, parse_rule, parse_rule_json
 from rules.conditions import CurrencyCondition, MoneyCondition, RelativeCondition
@@ -18,18 +19,13 @@ from rules.vocabulary import FIELD_FILTERS, FIELDS, FILTERS, OPS, UNITS
 
 pytestmark = pytest.mark.unit
 
-try:  # every valid rule used here must also pass the published schema
-    from jsonschema import Draft202012Validator
-
-    SCHEMA: Any = Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
-except ImportError:  # pragma: no cover - jsonschema is a dev extra
-    SCHEMA = None
+#: Every valid rule used here must also pass the published schema.
+SCHEMA = Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 
 def load(doc: dict[str, Any]) -> Rule:
     """parse_rule, after checking the document against rules/schema.json."""
-    if SCHEMA is not None:
-        SCHEMA.validate(doc)
+    SCHEMA.validate(doc)
     return parse_rule(doc)
 
 

@@ -15,8 +15,7 @@ module is the part of Kafka Streams' model the pipeline needs, written out plain
   commits: under exactly-once, output, state and input offsets go in ONE Kafka
   transaction of the task's own transactional producer (`{group}-{p}`), so they commit
   together or not at all; under at-least-once, the offsets are committed once every
-  output is acknowledged (at most every `commit_interval`, and always when a task
-  stops, cleanly or on a rebalance: only a crash replays).
+  output is acknowledged, and when a task stops (clean stop, rebalance): only a crash replays.
 - A task owns its transactional id: a worker taking over partition p initialises the
   producer `{group}-{p}`, which fences the previous owner and aborts any transaction it
   left open. Only then is p's state recovered (read_committed, to the last stable
@@ -130,24 +129,21 @@ class _Task:
         self.task = asyncio.create_task(self._run(), name=f"segments-task-{self.partition}")
 
     async def stop(self) -> None:
-        """Finish the batch in hand, commit everything processed, and end (queued
-        batches are dropped: their offsets are not committed, so whoever owns the
-        partition next reads them). A clean stop or a rebalance replays nothing."""
+        """Finish the batch in hand, commit all processed, and end: nothing replays
+        (queued batches are dropped uncommitted: the next owner reads them)."""
         self.stopping = True
         if self.task is None:
             return
-        idle = not self.busy
-        if idle:
+        if idle := not self.busy:
             self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
         if idle and self.runtime.failed is None:
-            # Cancelled while waiting for records: what was processed before is not
-            # committed yet under at-least-once (its offsets wait for the commit
-            # interval); under exactly-once an idle task has nothing open.
+            # Cancelled while waiting: under at-least-once its last offsets may wait
+            # for the commit interval (under exactly-once nothing is open when idle).
             try:
                 await self._commit(final=True)
-            except Exception as exc:  # already reported by `_acknowledged`
+            except Exception as exc:  # the partition is read again, as after a crash
                 log.warning("partition %d: final commit failed: %r", self.partition, exc)
         elif self.committing is not None:  # its commits still land
             with contextlib.suppress(Exception):
@@ -299,14 +295,12 @@ class _Task:
             await previous
         if pending:
             await asyncio.gather(*pending)
-        if not offsets:
-            return
-        if not final:
-            await self.runtime.consumer.commit(offsets)
-            return
         try:
-            await self.runtime.consumer.commit(offsets)
+            if offsets:
+                await self.runtime.consumer.commit(offsets)
         except KafkaError as exc:
+            if not final:
+                raise
             # Giving the partition up after this worker left the group (its session
             # expired): the next owner reads these records again, as after a crash.
             log.warning("partition %d: offsets not committed on giving it up: %r",

@@ -70,13 +70,22 @@ async def wait_processed(bootstrap: str, group: str, topics: Iterable[str],
     topics = list(topics)
     deadline = time.monotonic() + timeout
     ends = await end_offsets(bootstrap, topics)
+    behind: dict[str, tuple[int, int]] = {}
     while True:
         async def caught_up(ends: dict[TopicPartition, int] = ends) -> bool:
             done = await committed_offsets(bootstrap, group, list(ends))
-            return all(done[tp] >= end for tp, end in ends.items())
+            # An empty partition has nothing to commit (-1): it is caught up.
+            behind.clear()
+            behind.update({f"{tp.topic}:{tp.partition}": (done[tp], end)
+                           for tp, end in ends.items() if end > 0 and done[tp] < end})
+            return not behind
 
-        await async_wait_for(caught_up, max(0.0, deadline - time.monotonic()),
-                             interval=0.2, what=f"{group} to commit {topics} to {ends}")
+        try:
+            await async_wait_for(caught_up, max(0.0, deadline - time.monotonic()),
+                                 interval=0.2)
+        except TimedOut:
+            raise TimedOut(f"{group} did not commit its inputs to their end in {timeout}s; "
+                           f"behind (committed, end): {behind}") from None
         again = await end_offsets(bootstrap, topics)
         if again == ends:
             return ends

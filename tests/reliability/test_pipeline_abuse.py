@@ -30,13 +30,15 @@ from aiokafka import AIOKafkaProducer
 
 from common.settings import Settings
 from common.topics import EVENTS_TOPIC, FACTS_TOPIC, RULES_TOPIC, ensure_topics
+from connectors.contract import RawEvent
 from connectors.store import new_connection_id
 from serving.server import ApiProcess
-from stream.app import StreamOptions, create_app
+from stream.app import StreamOptions, create_app, group_id, source_topics
 from stream.changes import rule_key
 from tests import stripe_events as se
 from tests.conftest import TEST_SECRET_KEY
 from tests.connector_harness import Connector, end_offsets_total, running_connector
+from tests.drain import read_to_end, wait_processed
 from tests.reliability.ledger import LEDGER
 from tests.reliability.raw_http import exchange, request_bytes
 from tests.reliability.topics import read_topic
@@ -122,6 +124,12 @@ async def pipeline(kafka_bootstrap: str, redis_url: str,
         yield p
 
 
+async def processed(p: Pipeline) -> None:
+    """Until the worker group has committed all its source topics to their end."""
+    await wait_processed(p.settings.kafka_bootstrap_servers, group_id(p.settings),
+                         source_topics(p.settings))
+
+
 async def wait_members(p: Pipeline, account: str, emails: set[str]) -> None:
     async def there() -> bool:
         status, doc = await p.get(f"/segments/vip/members?account_id={account}")
@@ -147,13 +155,12 @@ async def test_replayed_webhooks_become_one_fact(pipeline: Pipeline) -> None:
     await wait_members(p, "acme", {"dave@example.com"})
     assert await end_offsets_total(p.settings) - before == 6  # the connector keeps them all
 
-    async def facts_of_charge() -> list[Any]:
-        records = await read_topic(p.settings.kafka_bootstrap_servers,
-                                   p.settings.topic(FACTS_TOPIC))
-        return [r for r in records if charge["id"] in r.value.decode()]
-
-    await asyncio.sleep(1.0)  # a duplicate fact would follow the first within the batch
-    facts = await facts_of_charge()
+    # Every replay processed (the worker committed its inputs to their end), then the
+    # facts read to their end: a late duplicate cannot be still on its way.
+    await processed(p)
+    facts = [r for r in await read_to_end(p.settings.kafka_bootstrap_servers,
+                                          p.settings.topic(FACTS_TOPIC))
+             if charge["id"] in r.value.decode()]
     assert len(facts) == 1, [f.value for f in facts]
 
 
@@ -170,8 +177,20 @@ async def test_a_signature_made_with_another_connections_secret_is_refused(
     status, _ = await p.connector.post_webhook(p.connections["acme"], body,
                                                {"Stripe-Signature": header})
     assert status == 400
-    await asyncio.sleep(0.5)
-    assert await end_offsets_total(p.settings) == before
+    # A sentinel accepted after the refusals, the pipeline drained, then read to the end:
+    # nothing of the refused event anywhere, only the sentinel added.
+    _, sentinel = charge_event("sentinel-after-refusals@example.com")
+    assert await p.post("acme", orjson.dumps(sentinel)) == 200
+    await processed(p)
+    raw = [RawEvent.from_bytes(r.value).event_id
+           for r in await read_to_end(p.settings.kafka_bootstrap_servers,
+                                      p.settings.topic(EVENTS_TOPIC))]
+    assert sentinel["id"] in raw
+    assert event["id"] not in raw
+    assert await end_offsets_total(p.settings) == before + 1
+    facts = await read_to_end(p.settings.kafka_bootstrap_servers,
+                              p.settings.topic(FACTS_TOPIC))
+    assert not [f.value for f in facts if b"mallory@example.com" in f.value]
 
 
 def _quoted(text: str) -> str:

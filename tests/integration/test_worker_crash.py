@@ -147,7 +147,9 @@ async def test_repeated_kills_at_random_points(settings: Settings, tmp_path: Pat
     """Three kill -9s at random moments (one while another worker takes over)."""
     import random
 
-    rng = random.Random(int(os.environ.get("KILL_SEED", "0")) or None)
+    seed = int(os.environ.get("KILL_SEED", "0")) or random.randrange(1, 2**32)
+    print(f"KILL_SEED={seed}")  # replays this run's kill points
+    rng = random.Random(seed)
     await ensure_topics(settings)
     topics = Topics(settings)
     await topics.producer.start()

@@ -6,6 +6,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from common.windows import HISTORY_FLOOR_SECONDS
+
 Clock = Callable[[], int]
 #: (connection id, Stripe customer id) -> the customer's email, None if it has none.
 EmailLookup = Callable[[str, str], Awaitable[str | None]]
@@ -33,6 +35,10 @@ class StreamOptions:
     email_lookup: EmailLookup | None = None
     #: False runs classification alone (benchmarks of that stage).
     membership: bool = True
+    #: History every contact keeps whatever the rules (`SEGMENTS_HISTORY_DAYS`); rules
+    #: with longer windows lengthen it, and facts a rule still needs stay past it
+    #: (`stream.membership`, "Retention").
+    history_floor_s: int = HISTORY_FLOOR_SECONDS
 
     def __post_init__(self) -> None:
         if self.processing_guarantee not in ("exactly_once", "at_least_once"):
@@ -40,3 +46,5 @@ class StreamOptions:
                              f"not {self.processing_guarantee!r}")
         if self.commit_interval <= 0 or self.tick_interval <= 0:
             raise ValueError("commit_interval and tick_interval must be positive")
+        if self.history_floor_s <= 0:
+            raise ValueError("history_floor_s must be positive")

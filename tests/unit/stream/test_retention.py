@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from common.windows import HISTORY_FLOOR_SECONDS, history_floor_seconds
 from rules import Rule, evaluate, parse_rule
 from stream.facts import Fact
-from stream.membership import DAY, ContactState, history_horizon, prune
+from stream.membership import (
+    DAY,
+    MAX_FACTS_PER_CONTACT,
+    ContactState,
+    history_horizon,
+    hold,
+    prune,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -116,6 +123,22 @@ def test_past_the_horizon_only_the_newest_qualifying_fact_per_rule_stays() -> No
     # Without rules, nothing past the horizon is needed.
     assert prune(state, NOW, history_horizon([]), {}) == 1
     assert list(state.facts["charge_failed"]) == ["ch_9:failed"]
+
+
+def test_the_cap_drops_the_oldest_facts_no_rule_keeps() -> None:
+    big = make_rule(0, [{"field": "amount", "op": "gt", "value": "80"}])
+    state = ContactState("acme", "ann@example.com", 0)
+    assert hold(state, fact(0, NOW - 20 * DAY, 9_000), [big], NOW) == 0  # the only big one
+    for i in range(1, MAX_FACTS_PER_CONTACT):
+        hold(state, fact(i, NOW - 10 * DAY + i, 1_000), [big], NOW)
+    assert len(state.facts["charge_failed"]) == MAX_FACTS_PER_CONTACT
+
+    assert hold(state, fact(5000, NOW, 1_000), [big], NOW) == 1
+
+    held = state.facts["charge_failed"]
+    assert len(held) == MAX_FACTS_PER_CONTACT
+    assert "ch_0:failed" in held  # the oldest, but the rule keeps it
+    assert "ch_1:failed" not in held  # the oldest that no rule keeps went
 
 
 def test_history_floor_from_the_environment() -> None:

@@ -88,7 +88,7 @@ async def main(customers: int, repeats: int = 1) -> dict[str, list[dict[str, flo
                      .auto_paging_iter())
         print(f"seeded {customers} customers, {listed} events in localstripe "
               f"({time.perf_counter() - started:.1f} s)")
-        base_options: dict[str, Any] = {"settle_s": 0, "warm_customers": False}
+        base_options: dict[str, Any] = {"settle_s": 0, "overlap_s": 0, "warm_customers": False}
         results: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGS}
         for _ in range(repeats):
             for name, (label, options) in CONFIGS.items():

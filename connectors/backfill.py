@@ -2,10 +2,15 @@
 
 Stripe keeps 30 days of events; a new connection wants them so that rules such as
 "refunded in the last 30 days" are right from the first minute. The backfill reads the
-Events API for the needed types from `job.since` (connection time - 30 days) to a minute
-ago (the listing is eventually consistent), through the official library's
-auto-pagination, and publishes each event as a `RawEvent(source="backfill")`, the very
-envelope webhooks produce, awaiting Kafka's acknowledgement.
+Events API for the needed types from `job.since` (connection time - 30 days) up to
+`job.until` (the instant the webhook endpoint exists) plus `overlap_s`, through the
+official library's auto-pagination, and publishes each event as a
+`RawEvent(source="backfill")`, the very envelope webhooks produce, awaiting Kafka's
+acknowledgement. Webhooks bring only what happens after the endpoint exists, so the
+backfill must reach that instant: the listing is eventually consistent (read what is
+`settle_s` old), so it reads the 30 days first, waits out the settle delay, reads the
+tail, and only then reports done (`connectors.backfill_state`, "The window's end").
+Events read by both the tail and webhooks collapse downstream (event and fact ids).
 
 Order and resumability are `connectors.backfill_state`'s business (read its docstring):
 slices of the window go oldest first; within a page, events of one Kafka key (one
@@ -24,7 +29,8 @@ included) takes a token from a `RequestPacer` (default 20/s, under test mode's 2
 and a 429 makes it wait for `Retry-After` (see `connectors.stripe_client`).
 
 Progress lives at `{prefix}backfill:{connection_id}` as JSON (`BackfillProgress`):
-state, events, pages, rate, cursor, error; `GET /connections/{id}` shows it. A Redis
+state, phase (with `phase_text`, e.g. "waiting for Stripe's Events API to settle"),
+events, pages, rate, cursor, error; `GET /connections/{id}` shows it. A Redis
 lock (`...:lock`) keeps two runs of one connection from producing twice.
 """
 
@@ -55,7 +61,9 @@ from connectors.backfill_state import (
     oldest_first,
     pending,
     rate,
+    readable_until,
     shrink_slice,
+    tail_slice,
     type_groups,
 )
 from connectors.contract import RawEvent
@@ -84,6 +92,9 @@ class BackfillJob:
     api_key: str = field(repr=False)
     #: Epoch seconds: the connection time minus 30 days.
     since: int
+    #: Epoch seconds: the instant the webhook endpoint exists (the connection's
+    #: creation); None: the moment this backfill first starts.
+    until: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +105,9 @@ class BackfillOptions:
     rate_per_s: float = 20.0
     #: Read up to this many seconds ago: the Events API is eventually consistent.
     settle_s: int = 60
+    #: Read this many seconds past `job.until`: clock skew between this host and
+    #: Stripe, and a new endpoint's first moments (duplicates collapse downstream).
+    overlap_s: int = 60
     page_size: int = 100
     #: Most events held in memory for one slice before it is cut narrower.
     slice_cap: int = 10_000
@@ -108,14 +122,21 @@ class BackfillOptions:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BackfillOptions:
-        """`SEGMENTS_BACKFILL_RATE` (requests/s) and `SEGMENTS_BACKFILL_SETTLE_S`."""
+        """`SEGMENTS_BACKFILL_RATE` (requests/s), `SEGMENTS_BACKFILL_SETTLE_S` and
+        `SEGMENTS_BACKFILL_OVERLAP_S` (seconds)."""
         env = os.environ if env is None else env
         changes: dict[str, Any] = {}
         if raw := env.get("SEGMENTS_BACKFILL_RATE", "").strip():
             changes["rate_per_s"] = float(raw)
         if raw := env.get("SEGMENTS_BACKFILL_SETTLE_S", "").strip():
             changes["settle_s"] = int(raw)
+        if raw := env.get("SEGMENTS_BACKFILL_OVERLAP_S", "").strip():
+            changes["overlap_s"] = int(raw)
         return cls(**changes)
+
+    def __post_init__(self) -> None:
+        if self.settle_s < 0 or self.overlap_s < 0:
+            raise ValueError("settle_s and overlap_s must not be negative")
 
 
 class BackfillBusy(ConnectorError, RuntimeError):
@@ -211,10 +232,14 @@ class _Run:
         if found is not None and found.done:
             return found
         if found is None:
-            until = int(now) - self.opts.settle_s
+            target = (int(now) if job.until is None else job.until) + self.opts.overlap_s
+            until = max(job.since - 1, readable_until(target, now, self.opts.settle_s))
             found = BackfillProgress(job.connection_id, job.account_id, since=job.since,
-                                     until=until, started_at=now,
+                                     until=until, target=target, started_at=now,
                                      cursor=first_slice(job.since, until))
+        elif found.target == 0:  # written before the tail was read: read it now
+            target = found.until if job.until is None else job.until + self.opts.overlap_s
+            found = found.with_(target=max(found.until, target))
         self.pages_base = found.pages
         self.progress = found.with_(state="running", runs=found.runs + 1, error=None)
         await self._save(force_log=True)
@@ -226,7 +251,9 @@ class _Run:
                 if self.opts.warm_customers and self.p.customers is None:
                     await self._warm(api)
                 await self._events(api)
-            self.progress = self.p.with_(state="done", cursor=None)
+                await self._tail(api)
+            self.progress = self.p.with_(state="done", phase="done", cursor=None,
+                                         settle_until=None)
             await self._save(force_log=True)
             return self.p
         except BaseException as exc:
@@ -248,7 +275,6 @@ class _Run:
     async def _events(self, api: AsyncStripe) -> None:
         target = max(1, self.opts.slice_cap // 2)
         cursor = self.p.cursor
-        self.requests_base = api.requests
         while cursor is not None:
             cap = None if cursor.started or cursor.lo == cursor.hi else self.opts.slice_cap
             listed = await self._list_slice(api, cursor, cap)
@@ -272,6 +298,23 @@ class _Run:
                     raise error
             cursor = next_slice(cursor, self.p.until, len(ordered), target)
             await self._save(cursor=cursor)
+
+    async def _tail(self, api: AsyncStripe) -> None:
+        """After the history: wait until the rest of the window is `settle_s` old, then
+        read it, until the slices reach the window's end."""
+        while self.p.until < self.p.end:
+            ready_at = self.p.end + self.opts.settle_s
+            wait = ready_at - time.time()
+            if wait > 0:
+                self.progress = self.p.with_(phase="settling", settle_until=ready_at)
+                await self._save(force_log=True)
+                await asyncio.sleep(wait)
+                continue
+            cursor = tail_slice(self.p, time.time(), self.opts.settle_s)
+            assert cursor is not None  # the whole rest is settle_s old by now
+            self.progress = self.p.with_(phase="tail", until=cursor.hi, settle_until=None)
+            await self._save(cursor=cursor, force_log=True)
+            await self._events(api)
 
     async def _list_slice(self, api: AsyncStripe, cursor: Cursor,
                           cap: int | None) -> list[list[dict[str, Any]]] | _Overflow:
@@ -373,8 +416,9 @@ class _Run:
         if force_log or time.monotonic() - self.last_log >= self.opts.log_every_s:
             self.last_log = time.monotonic()
             p = self.p
-            log.info("backfill %s: %s, %d events, %d pages, %.1f events/s%s",
-                     p.connection_id, p.state, p.events, p.pages, p.rate_per_s,
+            log.info("backfill %s: %s (%s), %d events, %d pages, %.1f events/s%s",
+                     p.connection_id, p.state, p.phase_text, p.events, p.pages,
+                     p.rate_per_s,
                      f", at {p.cursor.lo}" if p.cursor is not None else "")
 
     def _describe(self, exc: BaseException) -> str:

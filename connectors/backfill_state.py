@@ -3,9 +3,8 @@
 How the backfill walks 30 days of events oldest first, resumably
 ------------------------------------------------------------------
 Stripe lists events newest first, and `ending_before` paging needs an event id to
-start from, which a 30-day window does not have. So the window `[since, until]`
-(`until` fixed at job start, a minute in the past: the listing is eventually
-consistent) is cut into **slices** of whole seconds. One slice is listed completely
+start from, which a 30-day window does not have. So the window `[since, until]` is cut
+into **slices** of whole seconds. One slice is listed completely
 (the library's auto-pagination; newest first), put oldest first, and published page by
 page. Slices go oldest to newest; their width adapts so a slice holds about
 `target` events (a bound on memory), starting with the whole window, which is all a
@@ -20,6 +19,17 @@ run skips up to `last_id` and over `acked_after` and produces nothing twice that
 acknowledged. Only if `last_id` itself is gone (Stripe dropped it after 30 days) does it
 fall back to the events created in or after `last_created`'s second: at-least-once,
 and the stream deduplicates by event and fact id.
+
+The window's end, and the settle delay
+--------------------------------------
+The window must reach `target`: the instant the webhook endpoint exists (the
+connection's creation) plus an overlap, since webhooks only bring what happens after
+that. The Events API is eventually consistent, so an event is listed only once it is
+`settle_s` old. The first phase ("history") reads `[since, until]` with `until =
+min(target, start - settle_s)`; if that falls short of `target`, the backfill waits
+("settling") until `target + settle_s`, then reads the tail `[until + 1, target]`
+("tail") and only then reports done. `until` always names the end of what the slices
+cover so far, so a run resumed in any phase knows what is left.
 """
 
 from __future__ import annotations
@@ -30,6 +40,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 State = Literal["running", "done", "failed"]
+Phase = Literal["history", "settling", "tail", "done"]
+#: What each phase means, for `GET /connections/{id}` and the CLI.
+PHASE_TEXT: dict[str, str] = {
+    "history": "reading the events of the last 30 days",
+    "settling": "waiting for Stripe's Events API to settle",
+    "tail": "reading the events up to the moment the webhook endpoint exists",
+    "done": "done",
+}
 FilterMode = Literal["types", "unfiltered"]
 
 #: Stripe's limit on the Events API's `types[]`.
@@ -73,8 +91,15 @@ class BackfillProgress:
     connection_id: str
     account_id: str
     since: int
+    #: The end of what the slices cover so far (see "The window's end" above).
     until: int
+    #: Where the window ends: the endpoint's creation plus the overlap (0: `until`, as
+    #: documents written before the tail was read have it).
+    target: int = 0
     state: State = "running"
+    phase: Phase = "history"
+    #: While settling: the epoch second the tail becomes readable.
+    settle_until: int | None = None
     events: int = 0
     pages: int = 0
     customers: int | None = None
@@ -92,8 +117,18 @@ class BackfillProgress:
     def done(self) -> bool:
         return self.state == "done"
 
+    @property
+    def end(self) -> int:
+        """The last second the window covers once done."""
+        return max(self.target, self.until)
+
+    @property
+    def phase_text(self) -> str:
+        return PHASE_TEXT[self.phase]
+
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
+        doc["phase_text"] = self.phase_text
         doc["cursor"] = None if self.cursor is None else self.cursor.to_json()
         doc["notes"] = list(self.notes)
         if self.error is None:
@@ -106,7 +141,11 @@ class BackfillProgress:
         return cls(
             connection_id=str(doc["connection_id"]), account_id=str(doc["account_id"]),
             since=int(doc["since"]), until=int(doc["until"]),
+            target=int(doc.get("target", 0)),
             state=doc.get("state", "running"),
+            phase=doc.get("phase", "done" if doc.get("state") == "done" else "history"),
+            settle_until=(None if doc.get("settle_until") is None
+                          else int(doc["settle_until"])),
             events=int(doc.get("events", 0)), pages=int(doc.get("pages", 0)),
             customers=doc.get("customers"),
             started_at=float(doc.get("started_at", 0)),
@@ -131,6 +170,17 @@ def type_groups(types: Iterable[str], limit: int = TYPES_LIMIT) -> list[list[str
 def first_slice(since: int, until: int) -> Cursor | None:
     """The whole window: a small account is listed in one go."""
     return Cursor(lo=since, hi=until) if since <= until else None
+
+
+def readable_until(target: int, now: float, settle_s: int) -> int:
+    """The newest second that may be listed now: not past `target`, and `settle_s` old."""
+    return min(target, int(now) - settle_s)
+
+
+def tail_slice(progress: BackfillProgress, now: float, settle_s: int) -> Cursor | None:
+    """The slice after `progress.until` that may be read at `now` (None: nothing yet)."""
+    hi = readable_until(progress.end, now, settle_s)
+    return Cursor(lo=progress.until + 1, hi=hi) if hi > progress.until else None
 
 
 def next_slice(cursor: Cursor, until: int, found: int, target: int) -> Cursor | None:

@@ -207,8 +207,11 @@ class ConnectionsApi:
             return "not_started"
         if conn.id in self.backfills:
             return "running"
+        # The connection is stored after its endpoint was registered: from `created_at`
+        # on, webhooks bring what happens; the backfill reads everything before it.
         job = BackfillJob(conn.id, conn.account_id, api_key,
-                          since=conn.created_at - BACKFILL_DAYS * 86400)
+                          since=conn.created_at - BACKFILL_DAYS * 86400,
+                          until=conn.created_at)
         coro = run_backfill(job, settings=self.settings, sink=self.sink, redis=self.store.redis,
                             on_progress=self.metrics.backfill_progress,
                             options=self.backfill_options)

@@ -22,13 +22,18 @@ __all__ = ["CONTENT_TYPE_LATEST", "ConnectorMetrics", "window_ratio"]
 
 
 def window_ratio(progress: BackfillProgress) -> float:
-    """How much of `[since, until]` lies behind the cursor (1.0 once done)."""
-    if progress.state == "done" or progress.cursor is None:
-        return 1.0 if progress.state == "done" else 0.0
-    span = progress.until - progress.since
+    """How much of the window `[since, end]` lies behind the cursor (1.0 once done);
+    while settling, what the history phase read."""
+    if progress.state == "done":
+        return 1.0
+    span = progress.end - progress.since
     if span <= 0:
         return 0.0
-    return min(1.0, max(0.0, (progress.cursor.lo - progress.since) / span))
+    if progress.cursor is None:
+        read = progress.until + 1 if progress.phase == "settling" else progress.since
+    else:
+        read = progress.cursor.lo
+    return min(1.0, max(0.0, (read - progress.since) / span))
 
 
 REJECT_REASONS = (

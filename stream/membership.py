@@ -5,6 +5,28 @@ calls these functions on each input; they return the membership changes to publi
 Each contact's state knows, per segment, whether the contact is a member and the next
 instant at which the clock alone can flip that (`rules.next_change`), so the stream
 sets timers only where something can actually happen.
+
+Retention
+---------
+A contact keeps every fact within the **horizon**: the history floor (33 days by
+default, `SEGMENTS_HISTORY_DAYS`) or the longest relative window of the partition's
+rules plus 3 days, whichever is longer. Past the horizon, no relative condition of
+any rule in force can change its verdict on a fact any more (`within_last` is false
+for good, `more_than_ago` true for good), so each fact's verdict under each rule is
+frozen. `prune` then keeps only what the rules of the contact's account still need
+and forgets the rest: for each rule, its qualifying facts, newest first, one if the
+rule has no `occurrences` condition (one is enough to stay a member), else one more
+than the largest count the rule names (enough for every count comparison it makes to
+come out the same). So a member of "charge failed more than 30 days ago" stays one for
+as long as the rule is in force, memory per contact stays bounded (the horizon's facts
+plus a few per rule), and forgetting never changes a membership or a due instant: no
+change is ever caused by housekeeping. A rule created or changed later is computed
+from what is held: the horizon's facts plus those kept for the rules in force then.
+Two bounds remain: a fact that arrives already beyond the horizon is not held (counted
+in `segments_facts_beyond_horizon_total`), and a contact with more than
+`MAX_FACTS_PER_CONTACT` facts of one filter loses the oldest of those no rule keeps
+(counted in `segments_history_facts_dropped_total`), a guard against abuse that
+takes effect with the fact that crossed it.
 """
 
 from __future__ import annotations
@@ -16,21 +38,24 @@ from typing import Any
 import orjson
 
 from common.windows import HISTORY_FLOOR_SECONDS
-from rules import Rule, evaluate
+from rules import Rule, evaluate, matches
 from stream.changes import Cause, MembershipChange, iso
 from stream.facts import Fact
 
 DAY = 24 * 3600
-#: History every contact keeps whatever the rules: the backfill window (30 days) plus
-#: Stripe's webhook retry period (3 days), so late facts still land in a kept history.
+#: History every contact keeps whatever the rules, by default: the backfill window
+#: (30 days) plus Stripe's webhook retry period (3 days), so late facts still land in a
+#: kept history. `StreamOptions.history_floor_s` (`SEGMENTS_HISTORY_DAYS`) overrides it.
 HISTORY_FLOOR = HISTORY_FLOOR_SECONDS
-#: Upper bound of one contact's history; beyond it the oldest facts go (and are counted).
+#: Most facts of one filter one contact holds; beyond it the oldest that no rule keeps
+#: go (and are counted).
 MAX_FACTS_PER_CONTACT = 1000
 _MONTH = 31 * DAY
 
 
-def history_horizon(rules: Iterable[Rule]) -> int:
-    """Seconds of history to keep: the floor, or the longest relative window in use."""
+def history_horizon(rules: Iterable[Rule], floor: int = HISTORY_FLOOR) -> int:
+    """Seconds of history to keep whole: the floor, or the longest relative window in
+    use plus 3 days (Stripe's retry period: a late fact still meets its window)."""
     longest = 0
     for rule in rules:
         for condition in rule.relative_conditions:
@@ -38,7 +63,7 @@ def history_horizon(rules: Iterable[Rule]) -> int:
                 condition.seconds if condition.seconds is not None else (condition.count * _MONTH)
             )
             longest = max(longest, window)
-    return max(HISTORY_FLOOR, longest + 3 * DAY)
+    return max(floor, longest + 3 * DAY)
 
 
 @dataclass(slots=True)
@@ -113,11 +138,22 @@ def _decide(
     )
 
 
+def hold(state: ContactState, fact: Fact, rules: Sequence[Rule], now: int) -> int:
+    """Add a new (or amended) fact to the contact's history, before `on_fact`.
+
+    `rules` are all the rules of the fact's account and filter. If the fact takes its
+    filter past `MAX_FACTS_PER_CONTACT`, the oldest facts those rules do not keep go;
+    returns how many (the evaluation that follows sees the trimmed history).
+    """
+    by_id = state.facts.setdefault(fact.filter, {})
+    by_id[fact.fact_id] = fact
+    return _cap(by_id, rules, now) if len(by_id) > MAX_FACTS_PER_CONTACT else 0
+
+
 def on_fact(
     state: ContactState, fact: Fact, rules: Sequence[Rule], now: int
 ) -> list[MembershipChange]:
-    """A new (or amended) fact: re-evaluate the rules of its account and filter."""
-    state.facts.setdefault(fact.filter, {})[fact.fact_id] = fact
+    """A fact just held (`hold`): re-evaluate the rules of its account and filter."""
     changes = []
     for rule in rules:
         change = _decide(state, rule, now, cause="fact", at=now, fact_id=fact.fact_id)
@@ -175,43 +211,72 @@ def on_rule(
 
 
 def too_old(fact: Fact, now: int, horizon: int) -> bool:
-    """A fact beyond the history horizon when it arrives is never held (nor counted)."""
+    """A fact beyond the history horizon when it arrives is never held (it is counted)."""
     return _last_instant(fact) < now - horizon
 
 
-def on_horizon(state: ContactState, filters: Iterable[str], rules: Mapping[str, Rule],
-               now: int) -> list[MembershipChange]:
-    """Facts aged out of the history: memberships resting on them end, cause "time"."""
-    wanted = set(filters)
-    changes = []
-    for rule in rules.values():
-        if rule.filter in wanted:
-            change = _decide(state, rule, now, cause="time", at=now, fact_id=None)
-            if change is not None:
-                changes.append(change)
-    return changes
+def prune(state: ContactState, now: int, horizon: int, rules: Mapping[str, Rule]) -> int:
+    """Forget facts past the horizon that no rule needs (see "Retention" above).
 
-
-def prune(state: ContactState, now: int, horizon: int) -> set[str]:
-    """Forget facts older than the horizon, and the oldest beyond the cap.
-
-    Returns the filters that lost facts, whose segments must be re-evaluated.
+    `rules` are the rules of the contact's account for (at least) the filters it holds
+    facts of, and `horizon` must cover their relative windows (`history_horizon`).
+    Membership and due instants are the same before and after, at every instant from
+    `now` on. Returns how many facts were forgotten.
     """
     cutoff = now - horizon
-    dropped: set[str] = set()
+    forgotten = 0
     for filter_id, by_id in list(state.facts.items()):
-        old = [fid for fid, fact in by_id.items() if _last_instant(fact) < cutoff]
-        for fid in old:
-            del by_id[fid]
-            dropped.add(filter_id)
-        if len(by_id) > MAX_FACTS_PER_CONTACT:
-            ordered = sorted(by_id.values(), key=lambda f: f.occurred_at)
-            for fact in ordered[: len(by_id) - MAX_FACTS_PER_CONTACT]:
+        old = [fact for fact in by_id.values() if _last_instant(fact) < cutoff]
+        if not old:
+            continue
+        kept = needed(old, [rule for rule in rules.values() if rule.filter == filter_id],
+                      now)
+        for fact in old:
+            if fact.fact_id not in kept:
                 del by_id[fact.fact_id]
-                dropped.add(filter_id)
+                forgotten += 1
         if not by_id:
             del state.facts[filter_id]
-    return dropped
+    return forgotten
+
+
+def needed(facts: Iterable[Fact], rules: Iterable[Rule], now: int) -> set[str]:
+    """The ids of the fewest `facts` that keep every rule's verdict, given that their
+    verdicts no longer change with time: per rule, its qualifying facts, newest first,
+    as many as `_kept_per_rule` says."""
+    candidates = sorted(facts, key=lambda f: (_last_instant(f), f.fact_id), reverse=True)
+    kept: set[str] = set()
+    for rule in rules:
+        limit = _kept_per_rule(rule)
+        taken = 0
+        for fact in candidates:
+            if taken == limit:
+                break
+            if matches(rule, fact, now):
+                kept.add(fact.fact_id)
+                taken += 1
+    return kept
+
+
+def _kept_per_rule(rule: Rule) -> int:
+    """One qualifying fact keeps a member without `occurrences`; with it, one more than
+    the largest count named: with that many, every comparison the rule makes (`gte 3`,
+    `lt 5`, `between 2 and 4`) comes out as it would with all of them."""
+    if not rule.count_conditions:
+        return 1
+    return 1 + max((int(v) for c in rule.count_conditions for v in c.values), default=0)
+
+
+def _cap(by_id: dict[str, Fact], rules: Iterable[Rule], now: int) -> int:
+    """Trim one filter's facts to `MAX_FACTS_PER_CONTACT`: the oldest of those the
+    rules do not keep go first. Returns how many went."""
+    kept = needed(by_id.values(), rules, now)
+    ordered = sorted(by_id.values(),
+                     key=lambda f: (f.fact_id in kept, f.occurred_at, f.fact_id))
+    excess = len(by_id) - MAX_FACTS_PER_CONTACT
+    for fact in ordered[:excess]:
+        del by_id[fact.fact_id]
+    return max(excess, 0)
 
 
 def _last_instant(fact: Fact) -> int:

@@ -34,9 +34,16 @@ class StreamMetrics:
                                     "Records sent to the dead-letter topic", registry=r)
         self.changes = Counter("segments_membership_changes_total", "Membership changes",
                                ["cause", "change"], registry=r)
-        self.history_dropped = Counter("segments_history_facts_dropped_total",
-                                       "Facts forgotten by the history horizon or cap",
-                                       registry=r)
+        self.history_dropped = Counter(
+            "segments_history_facts_dropped_total",
+            "Facts dropped by the per-contact cap (a guard against abuse)", registry=r)
+        self.history_forgotten = Counter(
+            "segments_history_facts_forgotten_total",
+            "Facts past the history horizon forgotten because no rule needs them", registry=r)
+        self.facts_beyond_horizon = Counter(
+            "segments_facts_beyond_horizon_total",
+            "Facts that arrived already older than the history horizon (not held)",
+            ["filter"], registry=r)
         self.timer_lag = Histogram("segments_timer_lag_seconds",
                                    "How late a time-driven change was evaluated",
                                    buckets=(0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
@@ -49,6 +56,9 @@ class StreamMetrics:
         if child is None:
             child = self._children[(name, value)] = metric.labels(value)
         return child
+
+    def beyond_horizon(self, filter_id: str) -> None:
+        self._child(self.facts_beyond_horizon, "beyond_horizon", filter_id).inc()
 
     def record_outcome(self, event_type: str, outcome: Outcome) -> None:
         self._child(self.events, "events", event_type).inc()

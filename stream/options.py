@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from common.windows import HISTORY_FLOOR_SECONDS
+
 Clock = Callable[[], int]
 #: Kafka Streams' two guarantees; see README, "Delivery guarantees".
 ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
@@ -36,6 +38,10 @@ class StreamOptions:
     email_lookup: EmailLookup | None = None
     #: False runs classification alone (benchmarks of that stage).
     membership: bool = True
+    #: History every contact keeps whatever the rules (`SEGMENTS_HISTORY_DAYS`); rules
+    #: with longer windows lengthen it, and facts a rule still needs stay past it
+    #: (`stream.membership`, "Retention").
+    history_floor_s: int = HISTORY_FLOOR_SECONDS
 
     def __post_init__(self) -> None:
         if self.processing_guarantee not in ("exactly_once", "at_least_once"):
@@ -43,3 +49,5 @@ class StreamOptions:
                              f"not {self.processing_guarantee!r}")
         if self.commit_interval <= 0 or self.tick_interval <= 0:
             raise ValueError("commit_interval and tick_interval must be positive")
+        if self.history_floor_s <= 0:
+            raise ValueError("history_floor_s must be positive")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from common.windows import HISTORY_FLOOR_SECONDS
 from rules import Rule, RuleIndex, parse_rule
 from stream.membership import ContactState, history_horizon
 
@@ -40,30 +41,32 @@ class PartitionState:
     timers: list[tuple[int, str]] = field(default_factory=list)
     #: contact key -> the instant its latest heap entry is for (one entry per change).
     scheduled: dict[str, int] = field(default_factory=dict)
+    #: History kept whatever the rules (`StreamOptions.history_floor_s`).
+    floor: int = HISTORY_FLOOR_SECONDS
     horizon: int = 0
 
     def __post_init__(self) -> None:
-        self.horizon = history_horizon(())
+        self.horizon = history_horizon((), self.floor)
 
     def add_rule(self, rule: Rule) -> Rule | None:
         """O(1) apart from the index: the horizon only grows with an added rule, except
         when the rule replaces a longer-windowed version of itself."""
         old = self.rules.add(rule)
         if old is None:
-            self.horizon = max(self.horizon, history_horizon((rule,)))
+            self.horizon = max(self.horizon, history_horizon((rule,), self.floor))
         else:
-            self.horizon = history_horizon(self.rules)
+            self.horizon = history_horizon(self.rules, self.floor)
         return old
 
     def add_rules(self, rules: Iterable[Rule]) -> None:
         for rule in rules:
             self.rules.add(rule)
-        self.horizon = history_horizon(self.rules)
+        self.horizon = history_horizon(self.rules, self.floor)
 
     def remove_rule(self, account_id: str, rule_id: str) -> Rule | None:
         old = self.rules.remove(account_id, rule_id)
         if old is not None:
-            self.horizon = history_horizon(self.rules)
+            self.horizon = history_horizon(self.rules, self.floor)
         return old
 
     def track(self, key: str, state: ContactState) -> None:

@@ -41,8 +41,8 @@ from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
 from stream.facts import Fact, FactDecodeError
 from stream.membership import (
     ContactState,
+    hold,
     on_fact,
-    on_horizon,
     on_rule,
     on_time,
     prune,
@@ -215,7 +215,7 @@ class Pipeline:
 
     def _rebuild(self, p: int) -> PartitionState:
         """Derive partition p's indexes from its recovered state."""
-        state = PartitionState(p)
+        state = PartitionState(p, floor=self.options.history_floor_s)
         state.add_rules(rule_from_doc(raw) for raw in self.partition_rules.view(p).values())
         for key, contact in self.contacts.view(p).items():
             state.track(key, contact)
@@ -243,14 +243,21 @@ class Pipeline:
         fact = Fact.from_bytes(raw)
         now = self.clock()
         if too_old(fact, now, ps.horizon):
-            self.metrics.history_dropped.inc()
+            self.metrics.beyond_horizon(fact.filter)
             return
         key = fact.key().decode()
         view = self.contacts.view(ps.partition)
         contact = view.get(key) or ContactState(fact.account_id, fact.email, ps.partition)
-        aged = prune(contact, now, ps.horizon)
-        changes = on_horizon(contact, aged, ps.rules_of(contact.account_id, aged), now)
-        changes += on_fact(contact, fact, ps.rules.for_fact(fact.account_id, fact.filter), now)
+        # Housekeeping first; it changes no membership (see stream.membership, Retention).
+        forgotten = prune(contact, now, ps.horizon,
+                          ps.rules_of(contact.account_id, contact.facts))
+        if forgotten:
+            self.metrics.history_forgotten.inc(forgotten)
+        rules = ps.rules.for_fact(fact.account_id, fact.filter)
+        capped = hold(contact, fact, rules, now)
+        if capped:
+            self.metrics.history_dropped.inc(capped)
+        changes = on_fact(contact, fact, rules, now)
         self._save(ps, key, contact)
         self._publish(changes, out)
 

@@ -66,9 +66,11 @@ class ProgressView:
 
     def line(self, p: Any) -> str:
         at = ""
-        if p.cursor is not None:
+        if p.phase == "settling":
+            at = f"  {p.phase_text}"
+        elif p.cursor is not None:
             at = "  at " + datetime.fromtimestamp(p.cursor.lo, UTC).strftime("%Y-%m-%d %H:%M")
-            span = max(1, p.until - p.since)
+            span = max(1, p.end - p.since)
             at += f" ({min(100.0, 100 * (p.cursor.lo - p.since) / span):.0f}% of window)"
         return (f"backfill {p.connection_id}: {p.state}  {p.events:,} events  "
                 f"{p.pages:,} pages  {p.rate_per_s:,.1f} events/s{at}")
@@ -146,7 +148,8 @@ async def _job(args: argparse.Namespace, settings: Settings, redis: Any) -> Any:
     else:
         previous = await read_progress(redis, settings, args.connection_id)
         since = previous.since if previous else int(time.time()) - BACKFILL_DAYS * 86400
-    return BackfillJob(args.connection_id, account, api_key, since)
+    until = stored.created_at if stored is not None else None
+    return BackfillJob(args.connection_id, account, api_key, since, until)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from typing import Any
 
 from common.settings import Settings
+from common.windows import history_floor_seconds
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     options = StreamOptions(
         processing_guarantee="at_least_once" if args.at_least_once else "exactly_once",
         email_lookup=None if args.no_email_lookup else connector_email_lookup(settings),
+        history_floor_s=history_floor_seconds(os.environ),
         **extra,
     )
     app = create_app(settings, options)

@@ -85,8 +85,9 @@ class DemoServices:
     async def start_connector(self, port: int, stripe_api_base: str) -> str:
         """The webhook receiver and /connections (`segments connector`), against localstripe."""
         settings = replace(self.settings, stripe_api_base=stripe_api_base)
-        # localstripe is local and consistent at once: no rate limit, no settle delay.
-        options = BackfillOptions(rate_per_s=200.0, settle_s=0, log_every_s=2.0)
+        # localstripe is local and consistent at once, on this host's clock: no rate limit,
+        # no settle delay, no overlap.
+        options = BackfillOptions(rate_per_s=200.0, settle_s=0, overlap_s=0, log_every_s=2.0)
         app = create_app(settings, backfill_options=options)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()

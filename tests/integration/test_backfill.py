@@ -40,7 +40,7 @@ from tests.stripe_activity import Activity, flush, make_activity
 pytestmark = pytest.mark.integration
 
 API_KEY = "sk_test_backfill_0123456789"
-FAST = BackfillOptions(rate_per_s=200, settle_s=0, page_size=10, max_in_flight=100)
+FAST = BackfillOptions(rate_per_s=200, settle_s=0, overlap_s=0, page_size=10, max_in_flight=100)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ async def test_restart_in_the_middle_produces_each_event_once(
     settings = _settings(settings, base)
     job = _job()
     # Small slices too, so that the cursor crosses slice boundaries.
-    options = BackfillOptions(rate_per_s=200, settle_s=0, page_size=10, slice_cap=16,
+    options = BackfillOptions(rate_per_s=200, settle_s=0, overlap_s=0, page_size=10, slice_cap=16,
                               max_in_flight=in_flight, warm_customers=False)
 
     with pytest.raises(SinkUnavailable):

@@ -25,7 +25,13 @@ from aiohttp.test_utils import TestServer
 from common.settings import Settings
 from common.stripe_event_types import NEEDED_EVENT_TYPES
 from common.topics import ensure_topics
-from connectors.backfill import BackfillJob, BackfillOptions, read_progress, run_backfill
+from connectors.backfill import (
+    BackfillJob,
+    BackfillOptions,
+    BackfillProgress,
+    read_progress,
+    run_backfill,
+)
 from connectors.contract import RawEvent
 from connectors.sink import KafkaEventSink
 from tests.integration.test_backfill import topic_contents
@@ -38,12 +44,16 @@ TYPES = sorted(NEEDED_EVENT_TYPES)
 class StripeLike:
     """`GET /v1/events` and `GET /v1/customers` with Stripe's listing semantics."""
 
-    def __init__(self, events: list[dict[str, Any]], *, rate_limit_first: int = 0) -> None:
+    def __init__(self, events: list[dict[str, Any]], *, rate_limit_first: int = 0,
+                 lag_s: int = 0) -> None:
         # Stripe's order: newest first; within a second, the later-made event first.
         self.events = sorted(events, key=lambda e: (e["created"], e["seq"]), reverse=True)
         self.rate_limit_first = rate_limit_first
+        #: Eventual consistency: an event is listed only once it is `lag_s` seconds old.
+        self.lag_s = lag_s
         self.request_times: list[float] = []
         self.types_seen: list[list[str]] = []
+        self.windows: list[tuple[int, int]] = []
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -74,8 +84,10 @@ class StripeLike:
                                                 "param": "types"}}, status=400)
         self.types_seen.append(types)
         gte, lte = int(q.get("created[gte]", 0)), int(q.get("created[lte]", 2**40))
+        self.windows.append((gte, lte))
+        listed_before = time.time() - self.lag_s
         rows = [e for e in self.events if gte <= e["created"] <= lte
-                and (not types or e["type"] in types)]
+                and e["created"] <= listed_before and (not types or e["type"] in types)]
         if "starting_after" in q:
             ids = [e["id"] for e in rows]
             rows = rows[ids.index(q["starting_after"]) + 1:]
@@ -115,7 +127,7 @@ async def test_oldest_first_across_slices_with_types_filter(
     settings = Settings(**{**settings.__dict__,
                            "stripe_api_base": str(server.make_url("")).rstrip("/")})
     await ensure_topics(settings)
-    options = BackfillOptions(rate_per_s=500, settle_s=0, page_size=10, slice_cap=24,
+    options = BackfillOptions(rate_per_s=500, settle_s=0, overlap_s=0, page_size=10, slice_cap=24,
                               max_in_flight=in_flight)
     job = BackfillJob("conn_" + uuid.uuid4().hex[:24], "acme", "sk_test_x", since=start - 60)
     try:
@@ -166,7 +178,7 @@ async def test_requests_are_paced_and_429_waits_for_retry_after(
     settings = Settings(**{**settings.__dict__,
                            "stripe_api_base": str(server.make_url("")).rstrip("/")})
     await ensure_topics(settings)
-    options = BackfillOptions(rate_per_s=10, settle_s=0, page_size=10)
+    options = BackfillOptions(rate_per_s=10, settle_s=0, overlap_s=0, page_size=10)
     job = BackfillJob("conn_" + uuid.uuid4().hex[:24], "acme", "sk_test_x", since=start - 60)
     try:
         async with KafkaEventSink(settings) as sink:
@@ -184,3 +196,59 @@ async def test_requests_are_paced_and_429_waits_for_retry_after(
     # Never faster than 10 requests/s (small slack for timer granularity).
     gaps = [b - a for a, b in itertools.pairwise(later)]
     assert min(gaps) >= 0.09, gaps
+
+
+async def test_the_seconds_before_connecting_are_read_after_the_settle_delay(
+        settings: Settings, redis: aioredis.Redis) -> None:
+    """Issue 14: a customer who paid seconds before the account was connected appears.
+
+    The listing is eventually consistent (an event is listed `lag` seconds after it is
+    made) and the backfill's settle delay matches it. Webhooks cover what happens after
+    the endpoint exists (`until`); everything before must come from the backfill, so it
+    waits out the settle delay and reads the tail before it reports done.
+    """
+    lag = 2
+    connected = int(time.time())
+    events = [
+        _event("evt_old", connected - 3600, 0),
+        _event("evt_just_before", connected - 1, 1),  # paid a second before connecting
+        _event("evt_at_connect", connected, 2),
+    ]
+    fake = StripeLike(events, lag_s=lag)
+    server = await _serve(fake)
+    settings = Settings(**{**settings.__dict__,
+                           "stripe_api_base": str(server.make_url("")).rstrip("/")})
+    await ensure_topics(settings)
+    options = BackfillOptions(rate_per_s=500, settle_s=lag, overlap_s=1, page_size=10)
+    job = BackfillJob("conn_" + uuid.uuid4().hex[:24], "acme", "sk_test_x",
+                      since=connected - 7200, until=connected)
+    seen: list[BackfillProgress] = []
+    try:
+        async with KafkaEventSink(settings) as sink:
+            final = await run_backfill(job, settings=settings, sink=sink, redis=redis,
+                                       on_progress=seen.append, options=options)
+    finally:
+        await server.close()
+
+    produced = await topic_contents(settings)
+    assert sorted(e.event_id for e in produced) == ["evt_at_connect", "evt_just_before",
+                                                     "evt_old"]
+    target = connected + options.overlap_s
+    assert (final.state, final.phase, final.until, final.target) == ("done", "done",
+                                                                     target, target)
+    assert final.updated_at >= target + lag, "done only once the whole window had settled"
+    # Nothing newer than the window's end was asked for, nothing unsettled either.
+    assert max(hi for _, hi in fake.windows) == target
+    phases = [p.phase for p in seen]
+    assert phases.index("history") < phases.index("settling") < phases.index("tail")
+    settling = next(p for p in seen if p.phase == "settling")
+    doc = settling.to_json()  # what GET /connections/{id} shows meanwhile
+    assert (doc["state"], doc["phase_text"], doc["settle_until"]) == (
+        "running", "waiting for Stripe's Events API to settle", target + lag)
+    assert await read_progress(redis, settings, job.connection_id) == final
+
+
+def _event(event_id: str, created: int, seq: int) -> dict[str, Any]:
+    return {"id": event_id, "object": "event", "type": "charge.succeeded", "created": created,
+            "seq": seq, "api_version": "2024-06-20",
+            "data": {"object": {"object": "charge", "id": f"ch_{seq}", "customer": "cus_1"}}}

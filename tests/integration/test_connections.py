@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 import stripe
 
 from common.settings import Settings
+from connectors.backfill import BackfillOptions
 from connectors.contract import RawEvent
 from tests.connector_harness import Connector, read_events, running_connector
 from tests.localstripe_server import REPO, running_localstripe
@@ -30,6 +31,8 @@ from tests.waiting import async_wait_for
 pytestmark = pytest.mark.integration
 
 API_KEY = "sk_test_segments_0123456789abcdef"
+#: localstripe runs on this host's clock and lists at once: no settle delay, no overlap.
+LOCAL_BACKFILL = BackfillOptions(rate_per_s=200, settle_s=0, overlap_s=0)
 
 
 @pytest.fixture(scope="module")
@@ -255,8 +258,8 @@ async def test_connect_starts_the_backfill_and_show_reports_its_progress(
     settings: Settings, localstripe_url: str
 ) -> None:
     emulated = replace(settings, stripe_api_base=localstripe_url)
-    async with running_connector(emulated, registration="localstripe",
-                                 start_backfill=True) as connector:
+    async with running_connector(emulated, registration="localstripe", start_backfill=True,
+                                 backfill_options=LOCAL_BACKFILL) as connector:
         status, created = await connect(connector)
         assert (status, created["backfill"]) == (201, "started")
 
@@ -264,6 +267,14 @@ async def test_connect_starts_the_backfill_and_show_reports_its_progress(
             return bool(await _backfill_state(connector, created["id"]) == "done")
 
         await async_wait_for(finished, 60, interval=0.3, what="the backfill to finish")
+        status, shown = await connector.request("GET", f"/connections/{created['id']}")
+        assert status == 200
+        # The window ends where webhooks begin: the instant the connection (and its
+        # endpoint) exists, and that second was read.
+        backfill = shown["backfill"]
+        assert backfill["target"] == shown["created_at"] == backfill["until"]
+        assert backfill["since"] == shown["created_at"] - 30 * 86400
+        assert (backfill["phase"], backfill["phase_text"]) == ("done", "done")
 
 
 async def test_unfinished_backfills_resume_when_the_connector_starts(
@@ -275,7 +286,8 @@ async def test_unfinished_backfills_resume_when_the_connector_starts(
         assert (status, created["backfill"]) == (201, "not_started")
         assert await _backfill_state(connector, created["id"]) is None
     async with running_connector(emulated, registration="localstripe", declare_topics=False,
-                                 start_backfill=True) as restarted:
+                                 start_backfill=True,
+                                 backfill_options=LOCAL_BACKFILL) as restarted:
 
         async def finished() -> bool:
             return bool(await _backfill_state(restarted, created["id"]) == "done")

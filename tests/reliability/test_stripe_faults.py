@@ -34,7 +34,7 @@ from tests.stripe_activity import flush, make_activity
 pytestmark = pytest.mark.reliability
 
 RATES = {"429": 0.08, "500": 0.08, "timeout": 0.03, "drop": 0.06, "truncate": 0.06}
-OPTIONS = BackfillOptions(rate_per_s=500, settle_s=0, page_size=5, slice_cap=20,
+OPTIONS = BackfillOptions(rate_per_s=500, settle_s=0, overlap_s=0, page_size=5, slice_cap=20,
                           max_in_flight=50, request_timeout_s=0.5)
 
 

@@ -17,9 +17,12 @@ from connectors.backfill_state import (
     next_slice,
     oldest_first,
     pending,
+    readable_until,
     shrink_slice,
+    tail_slice,
     type_groups,
 )
+from connectors.metrics import window_ratio
 from connectors.stripe_client import RequestPacer, retry_after_seconds
 
 pytestmark = pytest.mark.unit
@@ -124,6 +127,41 @@ def test_progress_round_trips_through_json() -> None:
         cursor=Cursor(1, 2, "evt_1", 1, ("evt_3",)), runs=2, error="SinkUnavailable: x")
     assert BackfillProgress.from_json(progress.to_json()) == progress
     assert "error" not in progress.with_(error=None).to_json()
+    settling = progress.with_(target=9, phase="settling", settle_until=11, cursor=None)
+    assert BackfillProgress.from_json(settling.to_json()) == settling
+    assert settling.to_json()["phase_text"] == "waiting for Stripe's Events API to settle"
+
+
+def test_progress_written_before_the_tail_existed_reads_as_ending_at_until() -> None:
+    doc = BackfillProgress("conn_x", "acme", since=1, until=50, state="done").to_json()
+    for name in ("target", "phase", "settle_until", "phase_text"):
+        del doc[name]
+    old = BackfillProgress.from_json(doc)
+    assert (old.target, old.end, old.phase) == (0, 50, "done")
+
+
+# -- the window's end: the settle delay, then the tail ------------------------------------
+
+def test_only_settled_seconds_up_to_the_target_are_readable() -> None:
+    assert readable_until(1000, now=1030.9, settle_s=60) == 970
+    assert readable_until(1000, now=1100, settle_s=60) == 1000  # never past the target
+    assert readable_until(1000, now=1000, settle_s=0) == 1000
+
+
+def test_the_tail_is_read_from_after_until_once_settled() -> None:
+    progress = BackfillProgress("conn_x", "acme", since=0, until=939, target=1000)
+    assert tail_slice(progress, now=999, settle_s=60) is None  # 939 is all that settled
+    assert tail_slice(progress, now=1030, settle_s=60) == Cursor(940, 970)
+    assert tail_slice(progress, now=1060, settle_s=60) == Cursor(940, 1000)
+    assert tail_slice(progress.with_(until=1000), now=5000, settle_s=60) is None
+
+
+def test_window_progress_counts_the_tail_and_what_was_read_while_settling() -> None:
+    running = BackfillProgress("conn_x", "acme", since=0, until=900, target=1000,
+                               cursor=Cursor(450, 900))
+    assert window_ratio(running) == 0.45
+    assert window_ratio(running.with_(cursor=None, phase="settling")) == 0.901
+    assert window_ratio(running.with_(state="done", cursor=None)) == 1.0
 
 
 @settings(max_examples=200, deadline=None)
@@ -199,3 +237,13 @@ def test_retry_after_parsing(header: dict[str, str], seconds: float) -> None:
 def test_options_rate_from_environment() -> None:
     assert BackfillOptions.from_env({"SEGMENTS_BACKFILL_RATE": "80"}).rate_per_s == 80
     assert BackfillOptions.from_env({}).rate_per_s == 20
+
+
+def test_options_settle_and_overlap_from_environment() -> None:
+    env = {"SEGMENTS_BACKFILL_SETTLE_S": "5", "SEGMENTS_BACKFILL_OVERLAP_S": "7"}
+    assert (BackfillOptions.from_env(env).settle_s, BackfillOptions.from_env(env).overlap_s) \
+        == (5, 7)
+    assert (BackfillOptions.from_env({}).settle_s, BackfillOptions.from_env({}).overlap_s) \
+        == (60, 60)
+    with pytest.raises(ValueError, match="negative"):
+        BackfillOptions(overlap_s=-1)

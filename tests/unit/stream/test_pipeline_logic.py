@@ -41,10 +41,10 @@ class Record:
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
         self.clock = ManualClock()
         self.settings = Settings(topic_prefix="t.", partitions=PARTITIONS)
-        self.pipeline = Pipeline(self.settings, StreamOptions(clock=self.clock))
+        self.pipeline = Pipeline(self.settings, StreamOptions(clock=self.clock, **options))
         self.pipeline.adopt([0])
         self.offset = 0
 
@@ -76,6 +76,13 @@ class Harness:
             if topic == "t.stripe.facts":
                 result.messages += self.feed("stripe.facts", key, value).messages
         return result
+
+    def fact(self, fact: Fact) -> Outbox:
+        return self.feed("stripe.facts", fact.key(), fact.to_bytes())
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.pipeline.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
 
     def tick(self) -> Outbox:
         out = Outbox()
@@ -200,3 +207,70 @@ def test_a_timer_is_scheduled_once_per_due_instant() -> None:
     assert ps.due_contacts(49) == []
     assert ps.due_contacts(100) == ["k"]
     assert ps.timers == []
+
+
+# -- retention: what rules need stays, housekeeping changes no membership ----------------
+
+def failed(fact_id: str, at: int, filter_id: str = "charge_failed") -> Fact:
+    return Fact(fact_id, filter_id, "acme", "conn1", "ann@example.com", at,  # type: ignore[arg-type]
+                amount=5_000, currency="usd")
+
+
+def lapsed(days: int = 30) -> dict[str, Any]:
+    return {"id": "lapsed", "account_id": "acme", "name": "failed a while ago",
+            "filter": "charge_failed", "timezone": "UTC", "version": 1,
+            "conditions": [{"field": "date", "op": "more_than_ago",
+                            "value": {"count": days, "unit": "days"}}]}
+
+
+def test_a_more_than_ago_member_stays_a_member_after_later_facts_and_pruning() -> None:
+    """Issue 14: history was kept 33 days, so the member left ("time") at its next fact."""
+    h = Harness()
+    h.rule(lapsed(), "acme", "lapsed")
+    t0 = h.clock.now
+    for i in range(3):
+        assert changes(h.fact(failed(f"ch_{i}:failed", t0 + i * 3600))) == []
+    h.fact(failed("ch_paid:succeeded", t0, "charge_succeeded"))  # no rule needs it
+    h.clock.advance(30 * DAY)
+    assert changes(h.tick()) == [("lapsed", "ann@example.com", "joined", "time")]
+
+    h.clock.advance(12 * DAY)  # 42 days after the first failure: past the 33-day horizon
+    later = [h.fact(failed("ch_new:failed", h.clock.now)),
+             h.fact(failed("ch_new:succeeded", h.clock.now, "charge_succeeded"))]
+    contact = h.pipeline.contacts.view(0)[failed("x", 0).key().decode()]
+    # Past the horizon only what the rule needs stayed: its newest qualifying failure.
+    assert sorted(contact.facts["charge_failed"]) == ["ch_2:failed", "ch_new:failed"]
+    assert sorted(contact.facts["charge_succeeded"]) == ["ch_new:succeeded"]
+    assert h.metric("segments_history_facts_forgotten_total") == 3
+
+    h.clock.advance(300 * DAY)
+    later += [h.fact(failed("ch_late:succeeded", h.clock.now, "charge_succeeded")),
+              h.tick()]
+
+    assert [changes(out) for out in later] == [[], [], [], []]
+    contact = h.pipeline.contacts.view(0)[failed("x", 0).key().decode()]
+    assert contact.members == {"lapsed": 1}
+    assert sorted(contact.facts["charge_failed"]) == ["ch_new:failed"]  # now the newest
+    assert h.metric("segments_history_facts_forgotten_total") == 5
+    assert h.metric("segments_membership_changes_total", cause="time", change="left") == 0
+
+
+def test_a_fact_older_than_the_horizon_on_arrival_is_counted_not_held() -> None:
+    h = Harness()
+    h.rule(lapsed(), "acme", "lapsed")
+    assert changes(h.fact(failed("ch_late:failed", h.clock.now - 34 * DAY))) == []
+    assert h.metric("segments_facts_beyond_horizon_total", filter="charge_failed") == 1
+    assert h.pipeline.contacts.view(0) == {}
+    # Within the horizon it is held (and joins: it failed more than 30 days ago).
+    assert changes(h.fact(failed("ch_ok:failed", h.clock.now - 32 * DAY))) == [
+        ("lapsed", "ann@example.com", "joined", "fact")]
+    assert h.metric("segments_facts_beyond_horizon_total", filter="charge_failed") == 1
+
+
+def test_the_history_floor_is_an_option() -> None:
+    h = Harness(history_floor_s=90 * DAY)
+    assert h.pipeline.partitions[0].horizon == 90 * DAY
+    h.rule(lapsed(), "acme", "lapsed")
+    assert changes(h.fact(failed("ch_old:failed", h.clock.now - 80 * DAY))) == [
+        ("lapsed", "ann@example.com", "joined", "fact")]
+    assert h.metric("segments_facts_beyond_horizon_total", filter="charge_failed") == 0

@@ -87,7 +87,7 @@ class Partitioned:
         self.feed("segments.rules", rule_key(doc["account_id"], doc["id"]), orjson.dumps(doc))
 
     def facts(self, filter_id: str) -> list[Fact]:
-        found = [Fact.from_bytes(v) for t, _, v, in self.out if t == "stripe.facts" and v]
+        found = [Fact.from_bytes(v) for t, _, v in self.out if t == "stripe.facts" and v]
         return [f for f in found if f.filter == filter_id]
 
     def changes(self) -> list[tuple[str, str, str]]:
@@ -140,8 +140,7 @@ def test_a_refund_on_another_partition_reaches_the_payer_once() -> None:
     ch = acacia_payment(h, "ann@example.com", "cus_ann")
     charge_at = h.event(se.event("charge.succeeded", ch, api_version=ACACIA))
     (charge_refunded, refund_created), = refunds_now(h, ch, [2_500])
-    assert "customer" not in refund_created["data"]["object"] or \
-        refund_created["data"]["object"].get("customer") is None
+    assert refund_created["data"]["object"].get("customer") is None
     refund_at = h.event(refund_created)
     h.event(charge_refunded)
     h.event(refund_created)  # a webhook retry

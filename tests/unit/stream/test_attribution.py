@@ -219,3 +219,25 @@ def test_a_refund_whose_payer_never_comes_waits_then_is_counted_as_dropped() -> 
     assert [(f.email, f.amount, f.account_id) for f in released.facts] == [
         ("ann@example.com", 9_000, "acme")]
     assert tables.waiting == {}
+
+
+def test_a_refund_naming_a_customer_without_email_is_attributed_once_when_it_is_known() -> None:
+    """2026-07-29.dahlia: the refund names the customer. Neither the charge nor the
+    customer has an email yet, so the charge's fact is parked and the refund both waits
+    on the charge's partition and parks with the customer; the customer's email then
+    releases both paths, and the refund still counts once."""
+    h = Partitioned()
+    h.rule(refunded_rule())
+    dahlia = "2026-07-29.dahlia"
+    ch = se.charge(amount=10_000, billing_email=None, customer="cus_dee",
+                   created=h.clock.now - 60, amount_refunded=0, refunded=False)
+    h.event(se.event("charge.succeeded", ch, api_version=dahlia))
+    (_, refund_created), = refunds_now(h, ch, [900], dahlia)
+    refund_created["data"]["object"]["customer"] = "cus_dee"
+    h.event(refund_created)
+    assert h.facts("refunded") == []
+    h.event(se.event("customer.updated", se.customer("dee@example.com", id="cus_dee"),
+                     api_version=dahlia))
+    assert [(f.email, f.refund_amount, f.amount) for f in h.facts("refunded")] == [
+        ("dee@example.com", 900, 10_000)]
+    assert h.changes() == [("refunded", "dee@example.com", "joined")]

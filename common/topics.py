@@ -25,8 +25,14 @@ MEMBERSHIP_TOPIC = "segments.membership"
 MEMBERS_TOPIC = "segments.members"
 #: Internal: rule changes fanned out to every membership partition, and clock ticks.
 CONTROL_TOPIC = "segments.control"
+#: Internal repartition topic: charges' payers and refunds to attribute, keyed by
+#: connection + charge id, so a refund meets its charge's payer on one partition
+#: whichever partitions their raw events landed on (stream/attribution.py).
+BY_CHARGE_TOPIC = "segments.by-charge"
 #: The named states of the worker, each with its changelog (stream/state.py).
-STATE_NAMES = ("customers", "charges", "seen", "parked", "contacts", "rules")
+#: `charges` (payers) and `waiting` (refunds before their payer) are partitioned by
+#: charge, like `segments.by-charge`; the others like the topic their keys come from.
+STATE_NAMES = ("customers", "charges", "waiting", "seen", "parked", "contacts", "rules")
 
 
 def state_topic(name: str) -> str:
@@ -60,6 +66,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(MEMBERSHIP_TOPIC, retention_ms=7 * DAY_MS),
     TopicSpec(MEMBERS_TOPIC, compacted=True),
     TopicSpec(CONTROL_TOPIC, retention_ms=DAY_MS),
+    TopicSpec(BY_CHARGE_TOPIC, retention_ms=7 * DAY_MS),
     *(TopicSpec(state_topic(name), compacted=True) for name in STATE_NAMES),
 )
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from common.settings import Settings
-from common.topics import CONTROL_TOPIC, EVENTS_TOPIC, FACTS_TOPIC, RULES_TOPIC
+from common.topics import (
+    BY_CHARGE_TOPIC,
+    CONTROL_TOPIC,
+    EVENTS_TOPIC,
+    FACTS_TOPIC,
+    RULES_TOPIC,
+)
 from stream.metrics import StreamMetrics
 from stream.options import Clock, EmailLookup, StreamOptions, system_clock
 from stream.pipeline import Pipeline
@@ -22,7 +28,8 @@ __all__ = ["Clock", "EmailLookup", "StreamApp", "StreamOptions",
 
 def source_topics(settings: Settings) -> list[str]:
     """The topics the worker's consumer group reads (its lag is measured on them)."""
-    return [settings.topic(t) for t in (EVENTS_TOPIC, FACTS_TOPIC, CONTROL_TOPIC, RULES_TOPIC)]
+    return [settings.topic(t) for t in (EVENTS_TOPIC, BY_CHARGE_TOPIC, FACTS_TOPIC,
+                                        CONTROL_TOPIC, RULES_TOPIC)]
 
 
 def group_id(settings: Settings) -> str:

@@ -8,19 +8,23 @@ connection or account: one Center account never sees another's customers or fact
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from common.keys import pack
-from common.windows import HISTORY_FLOOR_SECONDS
 from connectors.contract import RawEvent
+from stream.attribution import (
+    DEDUP_SECONDS,
+    already_seen,
+    payer_record,
+    refund_record,
+    remember,
+)
 from stream.classify import classify, customer_email_update
 from stream.facts import Fact
-from stream.occurrence import Occurrence
+from stream.occurrence import Occurrence, occurrence_from_doc, occurrence_to_doc
 
-#: How long a fact id is remembered: the backfill window plus Stripe's retry period,
-#: so a webhook retry or the backfill's overlap with live webhooks is recognised.
-DEDUP_SECONDS = HISTORY_FLOOR_SECONDS
+__all__ = ["DEDUP_SECONDS", "ContactResolver", "ContactTables", "Outcome",
+           "occurrence_from_doc", "occurrence_to_doc", "sweep"]
 #: Occurrences waiting for one customer's email; beyond this the oldest are dropped.
 MAX_PARKED_PER_CUSTOMER = 100
 
@@ -34,36 +38,21 @@ class Outcome:
     parked_customers: list[str] = field(default_factory=list)
     released: int = 0
     dropped_no_email: int = 0
+    #: (key, value) records for the by-charge topic (`stream.attribution`): payers of
+    #: charges, and refunds to be attributed on their charge's partition.
+    by_charge: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass
 class ContactTables:
-    """State views (or dicts): customer emails, charges seen, fact ids seen, parked."""
+    """State views (or dicts): customer emails, fact ids seen, parked occurrences."""
 
     #: "{connection}:{customer}" -> email, or "" when the customer has none.
     customers: MutableMapping[str, str]
-    #: "{connection}:{charge}" -> {"email", "amount", "x"(expiry)}: lets a refund
-    #: announced only by id inherit its charge's contact and amount.
-    charges: MutableMapping[str, dict[str, Any]]
     #: "{account}\x1f{fact_id}" -> expiry (epoch seconds).
     seen: MutableMapping[str, int]
     #: "{connection}:{customer}" -> occurrences (as dicts) waiting for an email.
     parked: MutableMapping[str, list[dict[str, Any]]]
-
-
-def occurrence_to_doc(occurrence: Occurrence) -> dict[str, Any]:
-    doc = asdict(occurrence)
-    doc["plans"] = list(occurrence.plans)
-    doc["email_candidates"] = list(occurrence.email_candidates)
-    return doc
-
-
-def occurrence_from_doc(doc: dict[str, Any]) -> Occurrence:
-    return Occurrence(**{
-        **doc,
-        "plans": tuple(doc.get("plans") or ()),
-        "email_candidates": tuple(doc.get("email_candidates") or ()),
-    })
 
 
 class ContactResolver:
@@ -101,36 +90,22 @@ class ContactResolver:
             self._emit(raw, occurrence_from_doc(doc), email, now, out)
 
     def _occurrence(self, raw: RawEvent, occ: Occurrence, now: int, out: Outcome) -> None:
-        charge = self._charge(raw, occ, now)
         email = occ.email_candidates[0] if occ.email_candidates else None
         if email is None and occ.customer_id is not None:
             email = self.t.customers.get(f"{raw.connection_id}:{occ.customer_id}") or None
-        if email is None and charge is not None:
-            email = charge.get("email")
+        if occ.filter == "refunded" and occ.charge_id is not None:
+            # Attributed on its charge's partition (stream.attribution), with what is
+            # known here; a customer whose email is unknown also parks it, so an email
+            # learnt later still names the contact when the charge's payer never comes.
+            out.by_charge.append(refund_record(raw.account_id, raw.connection_id, occ,
+                                               email))
+            if email is None and occ.customer_id is not None:
+                self._park(raw, occ, out)
+            return
         if email is None:
             self._park(raw, occ, out)
             return
-        if occ.amount is None and charge is not None and charge.get("amount") is not None:
-            occ = _with(occ, amount=charge["amount"])
         self._emit(raw, occ, email, now, out)
-
-    def _charge(self, raw: RawEvent, occ: Occurrence, now: int) -> dict[str, Any] | None:
-        """Remember what a charge event tells (contact, amount); recall it for refunds."""
-        if occ.charge_id is None:
-            return None
-        key = f"{raw.connection_id}:{occ.charge_id}"
-        known = self.t.charges.get(key)
-        email = occ.email_candidates[0] if occ.email_candidates else None
-        if occ.filter != "refunded" and (email is not None or occ.amount is not None):
-            merged = {
-                "email": email or (known or {}).get("email"),
-                "amount": occ.amount if occ.amount is not None else (known or {}).get("amount"),
-                "x": now + DEDUP_SECONDS,
-            }
-            if merged != known:
-                self.t.charges[key] = merged
-            return merged
-        return known
 
     def _park(self, raw: RawEvent, occ: Occurrence, out: Outcome) -> None:
         if occ.customer_id is None:
@@ -153,9 +128,12 @@ class ContactResolver:
             out.parked_customers.append(occ.customer_id)
 
     def _emit(self, raw: RawEvent, occ: Occurrence, email: str, now: int, out: Outcome) -> None:
-        seen_key = pack(raw.account_id, occ.fact_id).decode()
-        expiry = self.t.seen.get(seen_key)
-        if expiry is not None and expiry > now:
+        if occ.filter == "refunded" and occ.charge_id is not None:
+            # Released from parking: its charge's partition decides (and deduplicates).
+            out.by_charge.append(refund_record(raw.account_id, raw.connection_id, occ,
+                                               email))
+            return
+        if already_seen(self.t.seen, raw.account_id, occ.fact_id, now):
             out.duplicates += 1
             return
         try:
@@ -163,12 +141,12 @@ class ContactResolver:
         except ValueError:
             out.dropped_no_email += 1
             return
-        self.t.seen[seen_key] = max(now, occ.occurred_at) + DEDUP_SECONDS
+        remember(self.t.seen, raw.account_id, occ, now)
         out.facts.append(fact)
-
-
-def _with(occ: Occurrence, **changes: Any) -> Occurrence:
-    return occurrence_from_doc({**occurrence_to_doc(occ), **changes})
+        if occ.filter == "charge_succeeded" and occ.charge_id is not None:
+            out.by_charge.append(payer_record(raw.account_id, raw.connection_id,
+                                              occ.charge_id, fact.email, occ.amount,
+                                              occ.currency))
 
 
 def sweep(tables: ContactTables, now: int) -> tuple[int, int]:
@@ -180,9 +158,6 @@ def sweep(tables: ContactTables, now: int) -> tuple[int, int]:
     removed = 0
     for key in [k for k, expiry in tables.seen.items() if expiry <= now]:
         del tables.seen[key]
-        removed += 1
-    for key in [k for k, doc in tables.charges.items() if doc.get("x", 0) <= now]:
-        del tables.charges[key]
         removed += 1
     dropped = 0
     horizon = now - DEDUP_SECONDS

@@ -8,6 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from stream.attribution import JoinOutcome
 from stream.contacts import Outcome
 
 
@@ -44,6 +45,9 @@ class StreamMetrics:
             "segments_facts_beyond_horizon_total",
             "Facts that arrived already older than the history horizon (not held)",
             ["filter"], registry=r)
+        self.refunds_waiting = Counter(
+            "segments_refunds_waiting_total",
+            "Refunds that arrived before their charge's payer and wait for it", registry=r)
         self.timer_lag = Histogram("segments_timer_lag_seconds",
                                    "How late a time-driven change was evaluated",
                                    buckets=(0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
@@ -68,6 +72,18 @@ class StreamMetrics:
             self.duplicates.inc(outcome.duplicates)
         if outcome.parked:
             self.parked.inc(outcome.parked)
+        if outcome.released:
+            self.released.inc(outcome.released)
+        if outcome.dropped_no_email:
+            self.no_email.inc(outcome.dropped_no_email)
+
+    def record_join(self, outcome: JoinOutcome) -> None:
+        for fact in outcome.facts:
+            self._child(self.facts, "facts", fact.filter).inc()
+        if outcome.duplicates:
+            self.duplicates.inc(outcome.duplicates)
+        if outcome.waiting:
+            self.refunds_waiting.inc(outcome.waiting)
         if outcome.released:
             self.released.inc(outcome.released)
         if outcome.dropped_no_email:

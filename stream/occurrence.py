@@ -8,7 +8,7 @@ candidate, else the customer's email) and turns each into a `Fact` with `to_fact
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rules.vocabulary import FilterId
@@ -77,3 +77,19 @@ class StripeEvent:
     previous: dict[str, Any]
     #: Date part of `api_version`, None for pre-2014 events without one.
     version: str | None
+
+
+def occurrence_to_doc(occurrence: Occurrence) -> dict[str, Any]:
+    """An occurrence as JSON-ready data (parked in state, or sent to be attributed)."""
+    doc = asdict(occurrence)
+    doc["plans"] = list(occurrence.plans)
+    doc["email_candidates"] = list(occurrence.email_candidates)
+    return doc
+
+
+def occurrence_from_doc(doc: dict[str, Any]) -> Occurrence:
+    return Occurrence(**{
+        **doc,
+        "plans": tuple(doc.get("plans") or ()),
+        "email_candidates": tuple(doc.get("email_candidates") or ()),
+    })

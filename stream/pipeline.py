@@ -4,7 +4,10 @@ Partition number p of every source topic is handled by one task (see
 `stream.runtime`), which calls `process` with batches of one topic-partition:
 
 - `stripe.events` → classification: facts to `stripe.facts` (keyed by contact, so all of
-  one contact's facts meet on one partition), dead letters to `stripe.events.dlq`;
+  one contact's facts meet on one partition), dead letters to `stripe.events.dlq`,
+  charges' payers and refunds to `segments.by-charge` (keyed by charge);
+- `segments.by-charge` → attribution (`stream.attribution`): each refund meets its
+  charge's payer on the charge's partition, and its fact goes to `stripe.facts`;
 - `segments.rules` (one partition) → one control message per partition, so every
   membership partition applies each rule change exactly once, in order with its facts;
 - `stripe.facts` and `segments.control` → membership: changes to
@@ -24,6 +27,7 @@ import orjson
 from common.keys import split
 from common.settings import Settings
 from common.topics import (
+    BY_CHARGE_TOPIC,
     CONTROL_TOPIC,
     DLQ_TOPIC,
     EVENTS_TOPIC,
@@ -35,6 +39,7 @@ from common.topics import (
 )
 from connectors.contract import ContractError, RawEvent
 from rules import RuleError
+from stream.attribution import ByChargeDecodeError, ChargeJoin, JoinTables, sweep_join
 from stream.changes import MembershipChange, member_key, member_state
 from stream.classify import ClassifyError
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
@@ -78,12 +83,15 @@ class Pipeline:
         self.dlq_topic = topic(DLQ_TOPIC)
         self.membership_topic = topic(MEMBERSHIP_TOPIC)
         self.members_topic = topic(MEMBERS_TOPIC)
-        self.topics: Sequence[str] = [self.events_topic, self.rules_topic]
+        self.by_charge_topic = topic(BY_CHARGE_TOPIC)
+        self.topics: Sequence[str] = [self.events_topic, self.by_charge_topic,
+                                      self.rules_topic]
         if options.membership:
             self.topics = [*self.topics, self.facts_topic, self.control_topic]
         self.states: list[State] = []
         self.customers, self.charges = self._state("customers"), self._state("charges")
         self.seen, self.parked = self._state("seen"), self._state("parked")
+        self.waiting = self._state("waiting")
         self.contacts = self._state("contacts", CONTACT)
         self.partition_rules = self._state("rules", RAW)
         self.partitions: dict[int, PartitionState] = {}
@@ -122,6 +130,10 @@ class Pipeline:
             resolver = ContactResolver(self._tables(partition))
             for record in records:
                 await self._classify(resolver, record, out)
+        elif topic == self.by_charge_topic:
+            join = ChargeJoin(self._join_tables(partition))
+            for record in records:
+                self._attribute(join, record, out)
         elif topic in (self.facts_topic, self.control_topic):
             ps = self.partitions[partition]
             handle = self._fact if topic == self.facts_topic else self._control
@@ -149,8 +161,12 @@ class Pipeline:
     # -- classification --------------------------------------------------------------
 
     def _tables(self, p: int) -> ContactTables:
-        return ContactTables(customers=self.customers.view(p), charges=self.charges.view(p),
-                             seen=self.seen.view(p), parked=self.parked.view(p))
+        return ContactTables(customers=self.customers.view(p), seen=self.seen.view(p),
+                             parked=self.parked.view(p))
+
+    def _join_tables(self, p: int) -> JoinTables:
+        return JoinTables(charges=self.charges.view(p), waiting=self.waiting.view(p),
+                          seen=self.seen.view(p))
 
     async def _classify(self, resolver: ContactResolver, record: Any, out: Outbox) -> None:
         try:
@@ -160,8 +176,20 @@ class Pipeline:
             self.metrics.record_outcome(raw.event_type, outcome)
             for fact in outcome.facts:
                 out.send(self.facts_topic, fact.key(), fact.to_bytes())
+            for key, value in outcome.by_charge:
+                out.send(self.by_charge_topic, key, value)
         except (ContractError, ClassifyError) as exc:
             self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
+
+    def _attribute(self, join: ChargeJoin, record: Any, out: Outbox) -> None:
+        try:
+            outcome = join.handle(record.key, record.value, self.clock())
+        except ByChargeDecodeError as exc:
+            self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
+            return
+        self.metrics.record_join(outcome)
+        for fact in outcome.facts:
+            out.send(self.facts_topic, fact.key(), fact.to_bytes())
 
     async def _look_up_emails(self, resolver: ContactResolver, raw: RawEvent,
                               outcome: Outcome) -> None:
@@ -179,6 +207,7 @@ class Pipeline:
                 continue
             learned = resolver.learn(raw, customer_id, email, self.clock())
             outcome.facts.extend(learned.facts)
+            outcome.by_charge.extend(learned.by_charge)
             outcome.released += learned.released
 
     def _maybe_sweep(self, p: int, now: int) -> None:
@@ -187,6 +216,8 @@ class Pipeline:
             return
         self.last_sweep[p] = now
         removed, dropped = sweep(self._tables(p), now)
+        payers, unattributed = sweep_join(self._join_tables(p), now)
+        removed, dropped = removed + payers, dropped + unattributed
         self.metrics.no_email.inc(dropped)
         if removed or dropped:
             log.info("partition %d: swept %d expired entries, %d parked facts", p,

@@ -13,7 +13,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from common.settings import Settings
-from common.topics import EVENTS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC, ensure_topics
+from common.topics import (
+    BY_CHARGE_TOPIC,
+    EVENTS_TOPIC,
+    FACTS_TOPIC,
+    MEMBERSHIP_TOPIC,
+    RULES_TOPIC,
+    ensure_topics,
+)
 from connectors.contract import RawEvent
 from stream.app import StreamOptions, create_app
 from stream.changes import MembershipChange, rule_key
@@ -65,9 +72,10 @@ class Topics:
     async def drained(self, timeout: float = 60) -> list[MembershipChange]:
         """Every membership change there will be for what was produced so far.
 
-        Waits until the workers' group has committed its inputs (stripe.events, and
-        stripe.facts up to its last transaction marker) — output commits with the input
-        offsets under exactly-once — then reads segments.membership to its end.
+        Waits until the workers' group has committed its inputs (stripe.events,
+        segments.by-charge and stripe.facts up to their last transaction markers) — output
+        commits with the input offsets under exactly-once — then reads
+        segments.membership to its end.
         """
         from aiokafka import TopicPartition
 
@@ -78,7 +86,8 @@ class Topics:
         await group.start()
         try:
             inputs = [TopicPartition(s.topic(name), p)
-                      for name in (EVENTS_TOPIC, "stripe.facts") for p in range(s.partitions)]
+                      for name in (EVENTS_TOPIC, BY_CHARGE_TOPIC, FACTS_TOPIC)
+                      for p in range(s.partitions)]
 
             probe = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers,
                                      isolation_level="read_committed", enable_auto_commit=False)

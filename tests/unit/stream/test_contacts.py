@@ -15,7 +15,7 @@ NOW = 1_800_000_000
 
 
 def tables() -> ContactTables:
-    return ContactTables(customers={}, charges={}, seen={}, parked={})
+    return ContactTables(customers={}, seen={}, parked={})
 
 
 def raw(event: dict[str, Any], account: str = "acme") -> RawEvent:

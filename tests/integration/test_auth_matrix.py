@@ -11,10 +11,14 @@ and that the live feed hands a stream only its accounts' changes, at the source.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,6 +30,7 @@ from redis.asyncio import Redis
 from common.settings import Settings
 from serving.change_feed import Subscription
 from serving.server import ApiProcess
+from tests.conftest import TEST_SECRET_KEY
 from tests.connector_harness import Connector, running_connector
 from tests.localstripe_server import running_localstripe
 from tests.read_model_harness import Feeder, change, feeder, rule_doc
@@ -298,3 +303,18 @@ async def test_each_port_serves_only_its_routes(connector: Connector) -> None:
                               {"Stripe-Signature": "t=1,v1=00"}, data=b"{}")
     assert status == 400
     assert TEST_AUTH_SECRET not in repr(connector.settings)
+
+
+@pytest.mark.parametrize("command", [["api", "--port", "0", "--no-read-model"],
+                                     ["connector", "--port", "0", "--admin-port", "0"]])
+def test_production_refuses_to_start_without_token_keys(command: list[str],
+                                                        tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SEGMENTS_AUTH_SECRET", "SEGMENTS_AUTH_JWKS")}
+    env.update(SEGMENTS_ENV="production", SEGMENTS_SECRET_KEY=TEST_SECRET_KEY,
+               SEGMENTS_STACK_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "segments.cli", *command], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "SEGMENTS_AUTH_SECRET" in result.stdout + result.stderr
+    assert not list(tmp_path.iterdir())  # no development secret made

@@ -8,5 +8,7 @@ COPY stream stream
 COPY serving serving
 COPY segments segments
 RUN pip install --no-cache-dir .
+# Only the webhook port faces the internet; 8081 and 8082 are internal.
+EXPOSE 8080
 USER nobody
 ENTRYPOINT []

@@ -33,7 +33,15 @@ class Settings:
     stripe_api_base: str | None = None
     public_url: str = "http://localhost:8080"
     connector_port: int = 8080
+    #: The connector's internal port: the connection API, /healthz and /metrics.
+    connector_admin_port: int = 8082
     api_port: int = 8081
+    #: HS256 secret of the APIs' bearer tokens; hidden from repr like `secret_key`.
+    auth_secret: str | None = field(default=None, repr=False)
+    #: Path of a JWKS file of public keys (RS256/ES256) that verify bearer tokens.
+    auth_jwks: str | None = None
+    #: When set, tokens must carry this `aud`.
+    auth_audience: str | None = None
     #: Partitions of the topics this project creates; scale-out is bounded by it.
     partitions: int = 8
     replication_factor: int = 1
@@ -49,7 +57,11 @@ class Settings:
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             public_url=(env.get("SEGMENTS_PUBLIC_URL") or "http://localhost:8080").rstrip("/"),
             connector_port=_int(env, "CONNECTOR_PORT", 8080),
+            connector_admin_port=_int(env, "CONNECTOR_ADMIN_PORT", 8082),
             api_port=_int(env, "API_PORT", 8081),
+            auth_secret=env.get("SEGMENTS_AUTH_SECRET") or None,
+            auth_jwks=env.get("SEGMENTS_AUTH_JWKS") or None,
+            auth_audience=env.get("SEGMENTS_AUTH_AUDIENCE") or None,
             partitions=_int(env, "SEGMENTS_PARTITIONS", 8),
             replication_factor=_int(env, "SEGMENTS_REPLICATION_FACTOR", 1),
         )

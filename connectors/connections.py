@@ -1,5 +1,9 @@
 """`/connections`: connect a Stripe account, show it, disconnect it.
 
+Served on the connector's internal port behind bearer tokens (`common.auth`): a token
+for account A creates, reads and deletes only A's connections; another account's
+connection is answered 404 exactly as an unknown one is.
+
 Connecting checks the pasted key against Stripe, registers the webhook endpoint (unless
 the caller registered one by hand and passes its secret), stores key and secret
 encrypted, answers 201 with the connection id and starts the 30-day backfill in the
@@ -19,6 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from common.auth import principal
 from common.settings import Settings
 from common.windows import BACKFILL_DAYS
 from connectors.backfill import BackfillJob, BackfillOptions, run_backfill
@@ -153,6 +158,8 @@ class ConnectionsApi:
         self._resume: asyncio.Task[int] | None = None
 
     async def create(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            return _error(415, None, "Content-Type must be application/json")
         body = await read_capped(request, MAX_REQUEST_BYTES)
         if body is None:
             return _error(413, None, "request body too large")
@@ -161,6 +168,9 @@ class ConnectionsApi:
         except FieldError as exc:
             request[LOG_FIELDS] = {"invalid_field": exc.field}
             return _error(400, exc.field, exc.reason)
+        if not principal(request).may(req.account_id):
+            request[LOG_FIELDS] = {"refused": "account not in token"}
+            return _error(403, "account_id", "the token does not allow this account")
         connection_id = new_connection_id()
         request[LOG_FIELDS] = {"connection_id": connection_id, "account_id": req.account_id}
         try:
@@ -260,8 +270,15 @@ class ConnectionsApi:
         # The backfill persists its cursor; a restart or `segments backfill ID` resumes it.
         log.error("backfill of %s stopped: %s", connection_id, type(exc).__name__)
 
-    async def show(self, request: web.Request) -> web.Response:
+    async def _own(self, request: web.Request) -> Connection | None:
+        """The path's connection if the caller's token allows its account, else None."""
         conn = await self.store.get(request.match_info["connection_id"])
+        if conn is None or not principal(request).may(conn.account_id):
+            return None
+        return conn
+
+    async def show(self, request: web.Request) -> web.Response:
+        conn = await self._own(request)
         if conn is None:
             return _json(404, NOT_FOUND)
         doc = conn.public()
@@ -270,7 +287,7 @@ class ConnectionsApi:
         return _json(200, doc)
 
     async def delete(self, request: web.Request) -> web.Response:
-        conn = await self.store.get(request.match_info["connection_id"])
+        conn = await self._own(request)
         if conn is None:
             return _json(404, NOT_FOUND)
         task = self.backfills.pop(conn.id, None)

@@ -13,13 +13,12 @@ because a generated key would silently differ between replicas.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from common.environment import is_production, stack_dir
+from common.environment import dev_secret, is_production
 from common.settings import Settings
 from connectors.errors import ConnectorError
 
@@ -48,30 +47,7 @@ def resolve_secret_key(
             "with: python -c 'from cryptography.fernet import Fernet; "
             "print(Fernet.generate_key().decode())'"
         )
-    if stack is None:
-        stack = stack_dir()
-    return _dev_key(stack / DEV_KEY_FILE)
-
-
-def _dev_key(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
-    try:
-        # O_EXCL: two processes starting together agree on whichever key won.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "wb") as out:
-        out.write(key)
-    log.warning(
-        "SEGMENTS_SECRET_KEY is not set: generated a development key in %s; set "
-        "SEGMENTS_SECRET_KEY (and SEGMENTS_ENV=production) for any real deployment", path
-    )
-    return key.decode()
+    return dev_secret(DEV_KEY_FILE, Fernet.generate_key, "SEGMENTS_SECRET_KEY", stack)
 
 
 class SecretBox:

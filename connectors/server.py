@@ -1,9 +1,13 @@
-"""The connector's HTTP server: app factory, per-request summary log, health, metrics.
+"""The connector's HTTP servers: app factories, per-request summary log, health, metrics.
 
-`create_app` wires the webhook receiver and the connections API onto one Redis client
-and one Kafka sink. The sink connects in the background, so the server comes up and
-answers 503 to webhooks (Stripe retries) while Kafka is away, rather than refusing to
-start. `serve` runs it until SIGTERM/SIGINT and then drains in-flight requests.
+Two listeners. `create_app` is the public one (`CONNECTOR_PORT`): it serves only
+`POST /webhooks/stripe/{connection_id}`, the one address Stripe must reach, and owns the
+Redis client, the Kafka sink and the connections API. `create_admin_app` is the internal
+one (`CONNECTOR_ADMIN_PORT`), sharing those: the connection API (bearer tokens,
+`common.auth`), `/healthz` and `/metrics`. The sink connects in the background, so the
+server comes up and answers 503 to webhooks (Stripe retries) while Kafka is away, rather
+than refusing to start. `serve` runs both until SIGTERM/SIGINT and then drains in-flight
+requests.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from common.auth import TokenVerifier, auth_middleware, resolve_verifier
 from common.http import Handler, expect_handler, log_request, route_of
 from common.settings import Settings
 from connectors.connections import ConnectionsApi
@@ -40,6 +45,9 @@ METRICS: web.AppKey[ConnectorMetrics] = web.AppKey("metrics", ConnectorMetrics)
 STORE: web.AppKey[ConnectionStore] = web.AppKey("store", ConnectionStore)
 SINK: web.AppKey[SupervisedSink] = web.AppKey("sink", SupervisedSink)
 CONNECTIONS: web.AppKey[ConnectionsApi] = web.AppKey("connections", ConnectionsApi)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+#: Routes of the admin port answered without a token: they carry no account's data.
+OPEN_ROUTES = ("/healthz", "/metrics")
 
 def summary_middleware(metrics: ConnectorMetrics) -> Any:
     """One summary log line per request (`common.logs` fields), built from chosen
@@ -117,7 +125,8 @@ def create_app(
     max_in_flight: int = 512,
     backfill_options: BackfillOptions | None = None,
 ) -> web.Application:
-    """The connector app; `prepare_kafka` (e.g. ensure_topics) runs before the producer.
+    """The public app (webhooks only); `prepare_kafka` (e.g. ensure_topics) runs before
+    the producer. `create_admin_app` adds the internal listener's app over the same state.
 
     `backfill_options` tunes the backfills it starts (default: from the environment).
     """
@@ -143,15 +152,9 @@ def create_app(
     app = web.Application(middlewares=[summary_middleware(metrics)],
                           client_max_size=1 << 20)
     app[METRICS], app[STORE], app[SINK], app[CONNECTIONS] = metrics, store, sink, connections
-    routes = app.router
-    routes.add_post("/webhooks/stripe/{connection_id}", receiver.handle,
-                    expect_handler=expect_handler)
-    routes.add_post("/connections", connections.create, expect_handler=expect_handler)
-    routes.add_get("/connections/{connection_id}", connections.show, expect_handler=expect_handler)
-    routes.add_delete("/connections/{connection_id}", connections.delete,
-                      expect_handler=expect_handler)
-    routes.add_get("/healthz", healthz, expect_handler=expect_handler)
-    routes.add_get("/metrics", metrics_view, expect_handler=expect_handler)
+    app[SETTINGS] = settings
+    app.router.add_post("/webhooks/stripe/{connection_id}", receiver.handle,
+                        expect_handler=expect_handler)
 
     async def lifecycle(app: web.Application) -> Any:
         await app[SINK].start()
@@ -166,23 +169,62 @@ def create_app(
     return app
 
 
-async def serve(app: web.Application, host: str, port: int,
-                stop: asyncio.Event | None = None, shutdown_timeout: float = 10.0) -> None:
-    """Run `app` until SIGTERM/SIGINT (or `stop` is set), then drain and clean up."""
+def create_admin_app(app: web.Application,
+                     verifier: TokenVerifier | None = None) -> web.Application:
+    """The internal listener's app over the state of `app` (from `create_app`): the
+    connection API behind bearer tokens, `/healthz` and `/metrics`.
+
+    `verifier` defaults to the configured keys (`common.auth.resolve_verifier`), which
+    raises `AuthConfigError` in production when none is configured.
+    """
+    if verifier is None:
+        verifier = resolve_verifier(app[SETTINGS])
+    metrics, connections = app[METRICS], app[CONNECTIONS]
+    admin = web.Application(
+        middlewares=[summary_middleware(metrics), auth_middleware(verifier, OPEN_ROUTES)],
+        client_max_size=1 << 20)
+    admin[METRICS], admin[STORE], admin[SINK] = metrics, app[STORE], app[SINK]
+    admin[CONNECTIONS], admin[SETTINGS] = connections, app[SETTINGS]
+    routes = admin.router
+    routes.add_post("/connections", connections.create, expect_handler=expect_handler)
+    routes.add_get("/connections/{connection_id}", connections.show, expect_handler=expect_handler)
+    routes.add_delete("/connections/{connection_id}", connections.delete,
+                      expect_handler=expect_handler)
+    routes.add_get("/healthz", healthz, expect_handler=expect_handler)
+    routes.add_get("/metrics", metrics_view, expect_handler=expect_handler)
+    return admin
+
+
+async def serve(app: web.Application, host: str, port: int, *,
+                admin: web.Application | None = None, admin_host: str = "127.0.0.1",
+                admin_port: int = 8082, stop: asyncio.Event | None = None,
+                shutdown_timeout: float = 10.0) -> None:
+    """Run the public `app` on host:port and `admin` (when given) on admin_host:admin_port
+    until SIGTERM/SIGINT (or `stop` is set), then drain and clean up, admin first: the
+    public app owns the Redis client and the sink both use."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # access_log=None: the summary middleware writes the one line per request.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
-    await runner.setup()
+    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)]
+    if admin is not None:
+        runners.append(web.AppRunner(admin, access_log=None, shutdown_timeout=shutdown_timeout))
+    started: list[web.AppRunner] = []
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        log.info("connector listening on http://%s:%d", host, port)
+        for runner, (h, p) in zip(runners, ((host, port), (admin_host, admin_port)),
+                                  strict=False):
+            await runner.setup()
+            started.append(runner)
+            await web.TCPSite(runner, h, p).start()
+        log.info("connector: webhooks on http://%s:%d", host, port)
+        if admin is not None:
+            log.info("connector: connection API, /healthz, /metrics on http://%s:%d",
+                     admin_host, admin_port)
         await stop.wait()
         log.info("shutting down: draining in-flight requests")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        for runner in reversed(started):
+            await runner.cleanup()

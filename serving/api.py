@@ -1,14 +1,16 @@
 """The query API (aiohttp): who is in a segment now, and a contact's segments.
 
-    GET /segments?account_id=                          segments with member counts
-    GET /segments/{segment_id}?account_id=             rule and member count
-    GET /segments/{segment_id}/members?account_id=&cursor=&limit=
+    GET /accounts/{account_id}/segments                segments with member counts
+    GET /accounts/{account_id}/segments/{segment_id}   rule and member count
+    GET /accounts/{account_id}/segments/{segment_id}/members?cursor=&limit=
     GET /accounts/{account_id}/contacts/{email}/segments
-    GET /healthz, GET /metrics, and the web page (`api_web`)
+    GET /segments?account_id=                          every account's (admin only)
+    GET /healthz, GET /metrics, and the web page (`serving.web`)
 
-Segment ids are unique only within an account: `account_id` may be left out only while
-exactly one account uses the id. Errors are JSON `{"error": "..."}` with 400 for bad
-parameters and 404 for unknown segments. Answers come from Redis only.
+Every route but `/healthz`, `/metrics` and the page's assets needs a bearer token
+(`common.auth`); a route names its account in the path, and an account the token does
+not allow is answered 404 exactly as an unknown segment is. Errors are JSON
+`{"error": "..."}` with 400 for bad parameters. Answers come from Redis only.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from common.auth import principal
 from common.http import Handler, json_response, log_request, route_of
 from serving.change_feed import Feed
 from serving.errors import ServingError
 from serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
 from serving.read_model import valid_id
-from serving.read_model_query import AmbiguousSegment, BadCursor, ReadModelReader, decode_cursor
+from serving.read_model_query import BadCursor, ReadModelReader, decode_cursor
 from stream.facts import normalize_email
 
 log = logging.getLogger(__name__)
@@ -103,47 +106,67 @@ def cursor_param(request: web.Request) -> str | None:
         raise ApiError(400, f"{exc} (got {raw!r})") from None
 
 
-async def resolve_segment(request: web.Request) -> tuple[str, str]:
-    """(account, segment) named by the request; 404 unknown, 400 ambiguous or malformed."""
+def path_account(request: web.Request) -> str:
+    """The path's account; 404 (as for an unknown one) when the token does not allow it."""
+    account_id = id_param(request.match_info["account_id"], "account_id")
+    if not principal(request).may(account_id):
+        raise ApiError(404, f"account {account_id!r} not found")
+    return account_id
+
+
+def not_found(account_id: str, segment_id: str) -> ApiError:
+    return ApiError(404, f"segment {segment_id!r} not found in account {account_id!r}")
+
+
+async def path_segment(request: web.Request) -> tuple[str, str]:
+    """(account, segment) of the path; 404 when unknown or not the caller's."""
     segment_id = id_param(request.match_info["segment_id"], "segment_id")
-    account_id = account_param(request)
-    try:
-        resolved = await request.app[READER].resolve_account(segment_id, account_id)
-    except AmbiguousSegment as exc:
-        raise ApiError(400, str(exc)) from None
-    if resolved is None:
-        where = f" in account {account_id!r}" if account_id else ""
-        raise ApiError(404, f"segment {segment_id!r} not found{where}")
-    return resolved, segment_id
+    account_id = id_param(request.match_info["account_id"], "account_id")
+    if not principal(request).may(account_id):
+        raise not_found(account_id, segment_id)
+    if await request.app[READER].resolve_account(segment_id, account_id) is None:
+        raise not_found(account_id, segment_id)
+    return account_id, segment_id
 
 
-async def list_segments(request: web.Request) -> web.Response:
-    """Every segment; `seq` (read first) marks what this snapshot includes for sure."""
-    account_id = account_param(request)
+async def _segments_doc(request: web.Request, account_id: str | None) -> web.Response:
+    """`seq` (read first) marks what this snapshot includes for sure."""
     reader = request.app[READER]
     seq = await reader.last_seq()
     segments = await reader.segments(account_id)
     return json_response({"segments": [s.to_dict() for s in segments], "seq": seq})
 
 
+async def list_all_segments(request: web.Request) -> web.Response:
+    """Every account's segments (or one's, `?account_id=`): the admin's view only."""
+    if not principal(request).admin:
+        raise ApiError(403, "listing every account's segments needs the segments:admin scope; "
+                            "use /accounts/{account_id}/segments")
+    return await _segments_doc(request, account_param(request))
+
+
+async def list_segments(request: web.Request) -> web.Response:
+    return await _segments_doc(request, path_account(request))
+
+
 async def get_segment(request: web.Request) -> web.Response:
-    account_id, segment_id = await resolve_segment(request)
+    account_id, segment_id = await path_segment(request)
     segment = await request.app[READER].segment(account_id, segment_id)
     if segment is None:  # deleted between the two reads
-        raise ApiError(404, f"segment {segment_id!r} not found in account {account_id!r}")
+        raise not_found(account_id, segment_id)
     return json_response(segment.to_dict())
 
 
 async def get_members(request: web.Request) -> web.Response:
     limit = limit_param(request)
     after = cursor_param(request)
-    account_id, segment_id = await resolve_segment(request)
+    account_id, segment_id = await path_segment(request)
     page = await request.app[READER].members_page(account_id, segment_id, after, limit)
     return json_response(page.to_dict())
 
 
 async def get_contact_segments(request: web.Request) -> web.Response:
-    account_id = id_param(request.match_info["account_id"], "account_id")
+    account_id = path_account(request)
     raw = request.match_info["email"]
     email = normalize_email(raw)
     if email is None:
@@ -155,8 +178,9 @@ async def get_contact_segments(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[REDIS].ping()
-    except Exception as exc:  # any failure means "not ready", reported, not raised
-        return json_response({"status": "unavailable", "redis": str(exc)}, 503)
+    except Exception:  # any failure means "not ready", reported, not raised
+        # No error text: it would name hosts to whoever can reach this open route.
+        return json_response({"status": "unavailable", "redis": "down"}, 503)
     return json_response({"status": "ok"})
 
 

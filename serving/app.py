@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from common.auth import TokenVerifier, auth_middleware
 from common.http import expect_handler
 from serving import api
 from serving import web as page
@@ -18,18 +19,24 @@ from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
 from serving.read_model_query import ReadModelReader
 
+#: Routes answered without a token: health, metrics and the page's assets carry no
+#: account's data (the page's data calls and `/events` need the token).
+OPEN_ROUTES = ("/healthz", "/metrics", "/", "/static/{name}")
 
-def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed) -> web.Application:
+
+def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
+              verifier: TokenVerifier) -> web.Application:
     """The query API over the read model in `redis` (keys of `ns`), and its web page."""
-    app = web.Application(middlewares=[api.observe])
+    app = web.Application(middlewares=[api.observe, auth_middleware(verifier, OPEN_ROUTES)])
     app[api.READER] = ReadModelReader(redis, ns)
     app[api.METRICS] = metrics_
     app[api.FEED] = feed
     app[api.REDIS] = redis
     for path, handler in (
-        ("/segments", api.list_segments),
-        ("/segments/{segment_id}", api.get_segment),
-        ("/segments/{segment_id}/members", api.get_members),
+        ("/segments", api.list_all_segments),
+        ("/accounts/{account_id}/segments", api.list_segments),
+        ("/accounts/{account_id}/segments/{segment_id}", api.get_segment),
+        ("/accounts/{account_id}/segments/{segment_id}/members", api.get_members),
         ("/accounts/{account_id}/contacts/{email}/segments", api.get_contact_segments),
         ("/healthz", api.healthz),
         ("/metrics", api.metrics),

@@ -4,8 +4,12 @@ The read-model writer publishes each applied batch on one Redis channel after Re
 the new state, so every API process (however the topic partitions are spread over
 them) sees every change, with the segment's member count after it and the write's seq
 (which orders events against a snapshot of `GET /segments`). A stream that reads
-too slowly is closed rather than buffered without bound; the browser's EventSource
-reconnects and the page reloads its counts.
+too slowly is closed rather than buffered without bound; the browser reconnects and the
+page reloads its counts.
+
+Each stream is limited to the accounts its caller may see, at the source: `dispatch`
+hands a stream only its accounts' events, so another account's change is never queued
+for it, not even to be dropped later.
 """
 
 from __future__ import annotations
@@ -62,14 +66,19 @@ async def publish(redis: Any, channel: str, events: Sequence[Event]) -> None:
 
 
 class Subscription:
-    """One open stream's queue: bounded; overflowing closes it."""
+    """One open stream's queue: bounded; overflowing closes it. `accounts`: the only
+    accounts whose events it takes (None: every account's, the admin's stream)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, accounts: frozenset[str] | None = None) -> None:
         self.limit = limit
+        self.accounts = accounts
         self.overflowed = False
         self._items: deque[Event] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
+
+    def wants(self, event: Event) -> bool:
+        return self.accounts is None or event.get("account_id") in self.accounts
 
     def push(self, event: Event) -> None:
         if self._closed:
@@ -138,18 +147,22 @@ class Feed:
         self.recent.extend(e for e in events if e.get("type") == "change")
         for subscription in list(self._subscriptions):
             for event in events:
-                subscription.push(event)
+                if subscription.wants(event):
+                    subscription.push(event)
             if subscription.overflowed:
                 self.metrics.feed_dropped.inc()
                 self._subscriptions.discard(subscription)
 
     @contextmanager
-    def subscribe(self, *, history: bool = False) -> Iterator[Subscription]:
-        """A new stream's queue; with `history`, it starts with the recent changes."""
-        subscription = Subscription(self.queue_limit + len(self.recent))
+    def subscribe(self, *, history: bool = False,
+                  accounts: frozenset[str] | None = None) -> Iterator[Subscription]:
+        """A new stream's queue for `accounts` (None: all); with `history`, it starts
+        with the recent changes of those accounts."""
+        subscription = Subscription(self.queue_limit + len(self.recent), accounts)
         if history:
             for event in self.recent:
-                subscription.push(event)
+                if subscription.wants(event):
+                    subscription.push(event)
         self._subscriptions.add(subscription)
         self.metrics.feed_subscribers.inc()
         try:

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from common.auth import AuthConfigError, TokenVerifier, resolve_verifier
 from common.settings import Settings
 from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC, TOPICS, ensure_topics
 from serving.app import build_app
@@ -39,8 +40,11 @@ class ApiProcess:
 
     def __init__(
         self, settings: Settings, *, host: str = "127.0.0.1", port: int | None = None,
-        read_model: bool = True,
+        read_model: bool = True, verifier: TokenVerifier | None = None,
     ) -> None:
+        """`verifier` defaults to the configured keys (`common.auth.resolve_verifier`,
+        which raises `AuthConfigError` in production when none is configured)."""
+        verifier = resolve_verifier(settings) if verifier is None else verifier
         self.settings = settings
         self.host = host
         self.port = settings.api_port if port is None else port
@@ -49,7 +53,7 @@ class ApiProcess:
         self.ns = Namespace(settings.topic_prefix)
         self.feed = Feed(self.redis, self.ns.feed, self.metrics)
         self.agent = ReadModelAgent(settings, self.redis, self.metrics) if read_model else None
-        self.app = build_app(self.redis, self.ns, self.metrics, self.feed)
+        self.app = build_app(self.redis, self.ns, self.metrics, self.feed, verifier)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -110,7 +114,13 @@ class ApiProcess:
 
 async def serve(settings: Settings, host: str, port: int | None, *, read_model: bool) -> int:
     """Run until a signal (0) or until a component fails (1)."""
-    process = ApiProcess(settings, host=host, port=port, read_model=read_model)
+    try:
+        verifier = resolve_verifier(settings)
+    except AuthConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    process = ApiProcess(settings, host=host, port=port, read_model=read_model,
+                         verifier=verifier)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,11 @@
                           with the segment's new count) and `rule` (a rule was created,
                           changed or deleted); a new stream starts with the latest
                           changes this process saw (each event's `seq` tells them apart)
+
+The page and its assets carry no data and need no token; the page reads a bearer token
+from its address's fragment (`#token=...`, never sent to a server), keeps it in memory
+only and sends it with its data calls and its `/events` stream. `/events` carries only
+the accounts the token allows (`?account_id=` narrows it to one; another account: 404).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from importlib import resources
 import orjson
 from aiohttp import web
 
+from common.auth import principal
 from common.http import expect_handler
-from serving.api import FEED, account_param
+from serving.api import FEED, ApiError, account_param
 from serving.change_feed import Event
 
 log = logging.getLogger(__name__)
@@ -69,8 +75,12 @@ def sse_message(event: Event) -> bytes:
 
 async def events(request: web.Request) -> web.StreamResponse:
     account_id = account_param(request)
+    caller = principal(request)
+    if account_id is not None and not caller.may(account_id):
+        raise ApiError(404, f"account {account_id!r} not found")
+    accounts = frozenset({account_id}) if account_id is not None else caller.only
     feed = request.app[FEED]
-    with feed.subscribe(history=True) as subscription:
+    with feed.subscribe(history=True, accounts=accounts) as subscription:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -88,13 +98,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 if not batch:
                     await response.write(b": keep-alive\n\n")
                     continue
-                chunk = b"".join(
-                    sse_message(e)
-                    for e in batch
-                    if account_id is None or e.get("account_id") == account_id
-                )
-                if chunk:
-                    await response.write(chunk)
+                # Only the stream's accounts were queued (`Feed.dispatch`).
+                await response.write(b"".join(sse_message(e) for e in batch))
         except ConnectionResetError:  # the browser went away
             pass
     return response

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from common.settings import Settings
 from tests.ci_skips import AllowedSkip, CiSkips
+from tests.tokens import TEST_AUTH_SECRET
 
 #: A Fernet key made for this test session only.
 TEST_SECRET_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -110,6 +111,7 @@ def settings(kafka_bootstrap: str, redis_url: str, topic_prefix: str) -> Iterato
         topic_prefix=topic_prefix,
         partitions=4,
         secret_key=TEST_SECRET_KEY,
+        auth_secret=TEST_AUTH_SECRET,
     )
     import asyncio
 

@@ -21,10 +21,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from common.settings import Settings
 from common.topics import EVENTS_TOPIC, TopicSpec, ensure_topics
 from connectors.contract import RawEvent
-from connectors.server import SINK, STORE, create_app
+from connectors.server import SINK, STORE, create_admin_app, create_app
 from connectors.store import ConnectionStore
 from connectors.supervised_sink import SupervisedSink
 from tests.localstripe_server import free_port
+from tests.tokens import ADMIN
 
 #: Only the raw-event topic: creating all six per test would be wasted time.
 EVENTS_ONLY = (TopicSpec(EVENTS_TOPIC),)
@@ -32,7 +33,9 @@ EVENTS_ONLY = (TopicSpec(EVENTS_TOPIC),)
 
 @dataclass
 class Connector:
+    #: The public listener (webhooks only) and the internal one (connections, health).
     url: str
+    admin_url: str
     settings: Settings
     app: web.Application
     http: aiohttp.ClientSession
@@ -51,8 +54,13 @@ class Connector:
                                   headers=headers or {}) as resp:
             return resp.status, await resp.json(content_type=None)
 
-    async def request(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        async with self.http.request(method, f"{self.url}{path}", **kw) as resp:
+    async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+                      **kw: Any) -> tuple[int, Any]:
+        """A request to the internal port, with an admin token unless `headers` say
+        otherwise (`headers={}`: no token)."""
+        headers = ADMIN if headers is None else headers
+        async with self.http.request(method, f"{self.admin_url}{path}", headers=headers,
+                                     **kw) as resp:
             return resp.status, await resp.json(content_type=None)
 
 
@@ -66,14 +74,20 @@ async def running_connector(settings: Settings, *, wait_kafka: bool = True,
     kw.setdefault("start_backfill", False)
     app = create_app(settings, **kw)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    admin = web.AppRunner(create_admin_app(app), access_log=None, shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
+        await admin.setup()
+        await web.TCPSite(admin, "127.0.0.1", 0).start()  # a port the OS picks
+        admin_port = admin.addresses[0][1]
         if wait_kafka:
             assert await app[SINK].wait_connected(30), "producer did not connect"
         async with aiohttp.ClientSession() as http:
-            yield Connector(f"http://127.0.0.1:{port}", settings, app, http)
+            yield Connector(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}",
+                            settings, app, http)
     finally:
+        await admin.cleanup()
         await runner.cleanup()
 
 

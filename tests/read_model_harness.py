@@ -16,6 +16,7 @@ from common.settings import Settings
 from common.topics import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC, TOPICS, ensure_topics
 from serving.read_model import glob_escape
 from stream.changes import MembershipChange, member_key, member_state, rule_key
+from tests.tokens import ADMIN
 
 SERVING_TOPICS = tuple(
     s for s in TOPICS if s.name in (MEMBERSHIP_TOPIC, MEMBERS_TOPIC, RULES_TOPIC)
@@ -119,7 +120,9 @@ def _text(raw: str | bytes) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-async def get_json(session: aiohttp.ClientSession, url: str,
-                   **params: Any) -> tuple[int, Any]:
-    async with session.get(url, params={k: str(v) for k, v in params.items()}) as response:
+async def get_json(session: aiohttp.ClientSession, url: str, *,
+                   headers: dict[str, str] | None = None, **params: Any) -> tuple[int, Any]:
+    """GET with an admin token unless `headers` say otherwise (`headers={}`: none)."""
+    async with session.get(url, params={k: str(v) for k, v in params.items()},
+                           headers=ADMIN if headers is None else headers) as response:
         return response.status, await response.json()

@@ -15,9 +15,9 @@ def register(sub: Any) -> None:
         help="serve the query API and web page, keeping the Redis read model current",
         description=(
             "Consumes segments.membership and segments.rules into Redis and answers "
-            "GET /segments/{id}, /segments/{id}/members, "
-            "/accounts/{account}/contacts/{email}/segments, /events, /healthz, /metrics "
-            "and the web page / on API_PORT."
+            "GET /accounts/{account}/segments[/{id}[/members]], "
+            "/accounts/{account}/contacts/{email}/segments, /segments (admin), /events "
+            "(bearer token), /healthz, /metrics and the web page / on API_PORT."
         ),
     )
     parser.add_argument(

@@ -3,12 +3,17 @@
 The API key is read from a file or from standard input (a hidden prompt on a
 terminal), never from the command line, where it would land in shell history and in
 every process listing. The webhook secret, when given, follows the same rule.
+
+The connection API needs a bearer token: `SEGMENTS_TOKEN` when set (a token from your
+identity provider), else one for `--account` signed here with the local secret
+(`SEGMENTS_AUTH_SECRET`, or the development secret of `segments token`), valid 5 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -16,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from common.auth import AuthConfigError, mint_token, resolve_signing_secret
 from common.settings import Settings
 
 
@@ -40,8 +46,9 @@ def register(sub: Any) -> None:
         help="you registered the endpoint yourself: file holding its whsec_ signing secret "
              "(then no endpoint is created)",
     )
-    parser.add_argument("--connector-url", default=None,
-                        help="the running connector (default http://127.0.0.1:$CONNECTOR_PORT)")
+    parser.add_argument(
+        "--connector-url", default=None,
+        help="the connector's internal port (default http://127.0.0.1:$CONNECTOR_ADMIN_PORT)")
     parser.set_defaults(func=run)
 
 
@@ -69,11 +76,17 @@ def run(args: argparse.Namespace) -> int:
     doc: dict[str, str] = {"account_id": args.account, "api_key": api_key}
     if secret:
         doc["webhook_secret"] = secret
-    base = args.connector_url or f"http://127.0.0.1:{Settings.from_env().connector_port}"
+    settings = Settings.from_env()
+    try:
+        token = _token(settings, args.account)
+    except AuthConfigError as exc:
+        print(f"segments connect: {exc}", file=sys.stderr)
+        return 2
+    base = args.connector_url or f"http://127.0.0.1:{settings.connector_admin_port}"
     url = f"{base.rstrip('/')}/connections"
     request = urllib.request.Request(
         url, data=orjson.dumps(doc), method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as resp:
@@ -91,6 +104,17 @@ def run(args: argparse.Namespace) -> int:
           f"{answer.get('backfill')}" + (f", webhook endpoint {endpoint}" if endpoint else ""),
           file=sys.stderr)
     return 0
+
+
+def _token(settings: Settings, account: str) -> str:
+    given = os.environ.get("SEGMENTS_TOKEN", "").strip()
+    if given:
+        return given
+    secret = resolve_signing_secret(settings)
+    if secret is None:
+        raise AuthConfigError("only SEGMENTS_AUTH_JWKS is configured: set SEGMENTS_TOKEN to a "
+                              "token from your identity provider")
+    return mint_token(secret, accounts=[account], ttl_s=300, audience=settings.auth_audience)
 
 
 def _describe(status: int, body: bytes) -> str:

@@ -1,7 +1,9 @@
-"""`segments connector`: the webhook and connection HTTP server.
+"""`segments connector`: the webhook and connection HTTP servers.
 
-Binds 127.0.0.1 unless told otherwise: the connector holds Stripe keys, so exposing it
-(behind a TLS-terminating proxy that forwards only `/webhooks/stripe/`) is a decision
+Two listeners: the public one (`CONNECTOR_PORT`) serves only the webhook route, the one
+address Stripe must reach; the internal one (`CONNECTOR_ADMIN_PORT`) serves the
+connection API (bearer tokens), `/healthz` and `/metrics`. Both bind 127.0.0.1 unless
+told otherwise: exposing the webhook port (behind a TLS-terminating proxy) is a decision
 the operator makes with `--host`, not a default.
 """
 
@@ -22,8 +24,9 @@ def register(sub: Any) -> None:
         "connector",
         help="run the Stripe webhook receiver and the /connections API",
         description=(
-            "Serves POST /webhooks/stripe/{connection_id}, POST/GET/DELETE /connections, "
-            "GET /healthz and GET /metrics. Declares the Kafka topics first and keeps "
+            "Serves POST /webhooks/stripe/{connection_id} on CONNECTOR_PORT (public) and "
+            "POST/GET/DELETE /connections (bearer token), GET /healthz and GET /metrics on "
+            "CONNECTOR_ADMIN_PORT (internal). Declares the Kafka topics first and keeps "
             "answering 503 to webhooks while Kafka is unreachable, so Stripe retries. "
             "SEGMENTS_WEBHOOK_REGISTRATION=localstripe (tests and the demo only) registers "
             "webhooks through the localstripe emulator instead of /v1/webhook_endpoints."
@@ -32,16 +35,21 @@ def register(sub: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=None,
-                        help="port (default CONNECTOR_PORT, 8080)")
+                        help="webhook port (default CONNECTOR_PORT, 8080)")
+    parser.add_argument("--admin-host", default="127.0.0.1",
+                        help="interface of the internal port (default 127.0.0.1)")
+    parser.add_argument("--admin-port", type=int, default=None,
+                        help="internal port (default CONNECTOR_ADMIN_PORT, 8082)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from common.auth import AuthConfigError
     from common.topics import ensure_topics
     from connectors.secrets import SecretKeyError
-    from connectors.server import create_app, serve
+    from connectors.server import create_admin_app, create_app, serve
 
     settings = Settings.from_env()
     mode = os.environ.get("SEGMENTS_WEBHOOK_REGISTRATION", "stripe").strip() or "stripe"
@@ -50,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
               f"{', '.join(REGISTRATION_MODES)}", file=sys.stderr)
         return 2
     port = args.port if args.port is not None else settings.connector_port
+    admin_port = args.admin_port if args.admin_port is not None else settings.connector_admin_port
 
     async def main() -> None:
         app = create_app(
@@ -57,15 +66,16 @@ def run(args: argparse.Namespace) -> int:
             registration=mode,  # type: ignore[arg-type]  # checked against the list above
             prepare_kafka=lambda: ensure_topics(settings),
         )
-        await serve(app, args.host, port)
+        await serve(app, args.host, port, admin=create_admin_app(app),
+                    admin_host=args.admin_host, admin_port=admin_port)
 
     try:
         asyncio.run(main())
-    except SecretKeyError as exc:
+    except (SecretKeyError, AuthConfigError) as exc:
         print(f"segments connector: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"segments connector: cannot listen on {args.host}:{port}: {exc.strerror}",
-              file=sys.stderr)
+        print(f"segments connector: cannot listen on {args.host}:{port} or "
+              f"{args.admin_host}:{admin_port}: {exc.strerror}", file=sys.stderr)
         return 1
     return 0

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from common.auth import mint_token, resolve_signing_secret
 from common.settings import Settings
 from common.topics import ensure_topics
 from segments.demo.feed import DAY, DEMO_RULES, RULE_EDIT, Feed
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Customer numbers of the failed charges that leave their 30-day window during the demo.
 EXPIRING = 900_000
+#: Validity of the token the demo prints and uses (the demo may run for hours).
+TOKEN_TTL_S = 12 * 3600
 
 
 class DemoError(ShellError, RuntimeError):
@@ -61,6 +64,8 @@ class Demo:
         self.connection_id = ""
         self.sender: WebhookSender | None = None
         self.services = DemoServices(settings)
+        #: A token for the demo's account, signed with the local secret the servers use.
+        self.token = ""
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -99,20 +104,33 @@ class Demo:
                                          self.args.backfill_customers)
         self.seeded = seeded.describe()
         self.say(f"localstripe: {base} holds the account's history: {self.seeded}")
+        secret_key = resolve_signing_secret(self.settings)
+        if secret_key is None:
+            raise DemoError("only SEGMENTS_AUTH_JWKS is configured: the demo signs its own "
+                            "token and needs SEGMENTS_AUTH_SECRET (or neither, locally)")
+        self.token = mint_token(secret_key, accounts=[self.account], ttl_s=TOKEN_TTL_S,
+                                audience=self.settings.auth_audience)
         self.say("starting: worker, query API, connector (in this process)…")
         worker = await self.services.start_worker()
         api_url = await self.services.start_api(self.settings.api_port)
-        connector_url = await self.services.start_connector(self.settings.connector_port, base)
-        async with aiohttp.ClientSession() as session:
-            self.connection_id = await self._connect(session, connector_url, api_key, secret)
-            monitor = Monitor(session, api_url=api_url, connector_url=connector_url,
+        connector_url, admin_url = await self.services.start_connector(
+            self.settings.connector_port, self.settings.connector_admin_port, base)
+        self.say(f"token:  {self.token}  (account {self.account!r}, "
+                 f"{TOKEN_TTL_S // 3600} h; `segments token` makes more)")
+        self.say(f"web page: {self.page_url(api_url)}")
+        headers = {"Authorization": f"Bearer {self.token}"}
+        # Two sessions: the token goes to the APIs only, never to the webhook route.
+        async with aiohttp.ClientSession(headers=headers) as session, \
+                aiohttp.ClientSession() as webhook_session:
+            self.connection_id = await self._connect(session, admin_url, api_key, secret)
+            monitor = Monitor(session, api_url=api_url, connector_url=admin_url,
                               connection_id=self.connection_id, account_id=self.account,
                               worker_registry=worker.segments_metrics.registry,
                               bootstrap_servers=self.settings.kafka_bootstrap_servers,
                               group=worker.group_id, topics=source_topics(self.settings))
             monitor.start()
             self.sender = WebhookSender(
-                session, f"{connector_url}/webhooks/stripe/{self.connection_id}", secret,
+                webhook_session, f"{connector_url}/webhooks/stripe/{self.connection_id}", secret,
                 seed=self.args.seed)
             tasks = [asyncio.create_task(self._feed(self.sender), name="demo-feed"),
                      asyncio.create_task(self._edit_rule(monitor), name="demo-rule-edit")]
@@ -127,6 +145,10 @@ class Demo:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await monitor.stop()
         return code
+
+    def page_url(self, api_url: str) -> str:
+        """The web page with the token in its fragment (never sent to a server)."""
+        return f"{api_url}/#token={self.token}"
 
     async def _connect(self, session: aiohttp.ClientSession, connector_url: str,
                        api_key: str, secret: str) -> str:
@@ -176,9 +198,10 @@ class Demo:
             f"stripe-segments demo · account {self.account!r} · topics "
             f"{self.settings.topic_prefix}* · {snap.elapsed:5.1f}s   "
             + ("(exits when processed)" if self.args.once else "(Ctrl-C stops everything)"),
-            f"  web page  {api_url}/      query API  {api_url}/segments?account_id="
-            f"{self.account}",
-            f"  connector {connector_url}  (connection {self.connection_id}; /metrics)",
+            f"  web page  {api_url}/#token=…  (the full address is printed above the view)",
+            f"  query API {api_url}/accounts/{self.account}/segments  (Authorization: Bearer)",
+            f"  connector webhooks {self.services.connector_url}, connections and /metrics "
+            f"{connector_url}  (connection {self.connection_id})",
         ]
 
     def _done(self, snap: Snapshot, monitor: Monitor) -> bool:
@@ -220,7 +243,7 @@ class Demo:
 
     async def _example(self, session: aiohttp.ClientSession, api_url: str) -> str | None:
         """A real member's email, for the summary's contact query."""
-        url = f"{api_url}/segments/{DEMO_RULES[2]['id']}/members?account_id={self.account}&limit=1"
+        url = f"{api_url}/accounts/{self.account}/segments/{DEMO_RULES[2]['id']}/members?limit=1"
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, KeyError, IndexError):
             async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 doc: Any = await resp.json()
@@ -256,15 +279,17 @@ class Demo:
             lines.append(f"    {segment:{width}} {count:6,}  {name} (rule v{version})")
         email = self.example_email or "ann.lee0@example.com"
         prefix = self.settings.topic_prefix
+        auth = '-H "Authorization: Bearer $TOKEN"'
         lines += [
             "",
             "query the API while a demo runs (afterwards, `segments api` with the same "
             "prefix serves the same read model while Redis runs):",
-            f"  curl '{api}/segments?account_id={self.account}'",
-            f"  curl '{api}/segments/{DEMO_RULES[2]['id']}/members?account_id={self.account}"
-            "&limit=5'",
-            f"  curl '{api}/accounts/{self.account}/contacts/{email}/segments'",
-            f"  SEGMENTS_TOPIC_PREFIX={prefix} segments api      # then open {api}/",
+            f"  TOKEN=$(segments token --account {self.account})",
+            f"  curl {auth} '{api}/accounts/{self.account}/segments'",
+            f"  curl {auth} '{api}/accounts/{self.account}/segments/{DEMO_RULES[2]['id']}"
+            "/members?limit=5'",
+            f"  curl {auth} '{api}/accounts/{self.account}/contacts/{email}/segments'",
+            f"  SEGMENTS_TOPIC_PREFIX={prefix} segments api      # then open {api}/#token=$TOKEN",
             f"  SEGMENTS_TOPIC_PREFIX={prefix} segments members {DEMO_RULES[2]['id']} "
             f"--account {self.account}",
             f"logs of every component: {relative(self.log_path)} (SEGMENTS_LOG_FORMAT=text "

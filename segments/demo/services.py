@@ -19,7 +19,7 @@ from aiohttp import web
 
 from common.settings import Settings
 from connectors.backfill import BackfillOptions
-from connectors.server import create_app
+from connectors.server import create_admin_app, create_app
 from segments.localstripe import LocalStripe
 from serving.server import ApiProcess
 from stream.app import create_app as create_worker
@@ -50,6 +50,7 @@ class DemoServices:
         self.worker: Any = None
         self.api: Any = None
         self.connector_url = ""
+        self.connector_admin_url = ""
         self.api_url = ""
         self._stops: list[tuple[str, Callable[[], Awaitable[None]]]] = []
 
@@ -82,20 +83,35 @@ class DemoServices:
         self.api_url = api.url
         return self.api_url
 
-    async def start_connector(self, port: int, stripe_api_base: str) -> str:
-        """The webhook receiver and /connections (`segments connector`), against localstripe."""
+    async def start_connector(self, port: int, admin_port: int,
+                              stripe_api_base: str) -> tuple[str, str]:
+        """The webhook receiver (public port) and /connections, /healthz, /metrics (internal
+        port) of `segments connector`, against localstripe; returns both URLs."""
         settings = replace(self.settings, stripe_api_base=stripe_api_base)
         # localstripe is local and consistent at once, on this host's clock: no rate limit,
         # no settle delay, no overlap.
         options = BackfillOptions(rate_per_s=200.0, settle_s=0, overlap_s=0, log_every_s=2.0)
         app = create_app(settings, backfill_options=options)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        admin = web.AppRunner(create_admin_app(app), access_log=None, shutdown_timeout=5.0)
+        started: list[web.AppRunner] = []
+
+        async def stop() -> None:  # the internal port first: the public app owns the state
+            for each in reversed(started):
+                await each.cleanup()
+
         await runner.setup()
-        self._stops.append(("connector", runner.cleanup))
+        started.append(runner)
+        self._stops.append(("connector", stop))
         chosen = usable_port(port)
         await web.TCPSite(runner, "127.0.0.1", chosen).start()
         self.connector_url = f"http://127.0.0.1:{chosen}"
-        return self.connector_url
+        await admin.setup()
+        started.append(admin)
+        chosen = usable_port(admin_port)
+        await web.TCPSite(admin, "127.0.0.1", chosen).start()
+        self.connector_admin_url = f"http://127.0.0.1:{chosen}"
+        return self.connector_url, self.connector_admin_url
 
     def running(self) -> list[str]:
         """What `stop()` will stop, in that order."""

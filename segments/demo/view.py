@@ -3,7 +3,8 @@
 `Monitor` asks the processes what an operator would ask them: member counts from the
 query API (`GET /segments`, i.e. the Redis read model), recent joined/left events from
 its live feed (`GET /events`, the web page's server-sent events), webhooks and backfill
-progress from the connector (`GET /metrics`, `GET /connections/{id}`), what the worker
+progress from the connector's internal port (`GET /metrics`, `GET /connections/{id}`),
+with the demo's bearer token (the session's header), what the worker
 did from its Prometheus registry, and the worker group's consumer lag from Kafka
 (`segments.lag`). `render_screen` / `render_line` turn one `Snapshot` into text.
 """
@@ -107,7 +108,7 @@ class Monitor:
 
     async def _follow_feed(self) -> None:
         """Recent changes from the API's server-sent events (what the web page shows)."""
-        url = f"{self.api_url}/events?account_id={self.account_id}"
+        url = f"{self.api_url}/events?account_id={self.account_id}"  # session sends the token
         while True:
             try:
                 async with self.session.get(url, timeout=aiohttp.ClientTimeout(
@@ -151,7 +152,7 @@ class Monitor:
     async def snapshot(self) -> Snapshot:
         snap = Snapshot(elapsed=time.monotonic() - self.started, recent=list(self.recent))
         results: tuple[Any, ...] = await asyncio.gather(
-            self._json(f"{self.api_url}/segments?account_id={self.account_id}"),
+            self._json(f"{self.api_url}/accounts/{self.account_id}/segments"),
             self._text(f"{self.api_url}/metrics"),
             self._text(f"{self.connector_url}/metrics"),
             self._json(f"{self.connector_url}/connections/{self.connection_id}"),

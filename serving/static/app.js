@@ -1,10 +1,22 @@
 "use strict";
-// Live segments: counts from GET /segments, then kept current by GET /events (SSE).
+// Live segments: counts from GET /accounts/{account}/segments (or the admin's GET
+// /segments), then kept current by GET /events (server-sent events, read with fetch so
+// that the bearer token travels in a header, never in a URL).
+//
+// The token comes from the address's fragment (#token=...; a fragment is never sent to
+// a server) and lives in this closure only: not in localStorage, sessionStorage or a
+// cookie. The fragment is removed from the address bar and the history at once.
 (() => {
   const FEED_MAX = 50;
   const params = new URLSearchParams(location.search);
-  const account = params.get("account_id");
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = fragment.get("token");
+  if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+  const auth = token ? { Authorization: "Bearer " + token } : {};
+  const account = fragment.get("account") || params.get("account_id") || onlyAccount(token);
   const query = account ? "?account_id=" + encodeURIComponent(account) : "";
+  const snapshotPath = account ? "/accounts/" + encodeURIComponent(account) + "/segments"
+    : "/segments";
   const tbody = document.querySelector("#segments tbody");
   const feed = document.getElementById("feed");
   const status = document.getElementById("status");
@@ -17,6 +29,19 @@
   let loaded = false;
 
   const key = (accountId, segmentId) => accountId + "\u001f" + segmentId;
+
+  // The one account a token names, to scope the page without asking (not verified here:
+  // the server verifies the token on every call).
+  function onlyAccount(jwt) {
+    try {
+      const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const claims = JSON.parse(atob(part));
+      const accounts = Array.isArray(claims.accounts) ? claims.accounts : [];
+      return accounts.length === 1 ? String(accounts[0]) : null;
+    } catch (err) {
+      return null;
+    }
+  }
 
   function cell(tr, text, className) {
     const td = document.createElement("td");
@@ -137,8 +162,8 @@
 
   async function load() {
     loaded = false;
-    const response = await fetch("/segments" + query, { cache: "no-store" });
-    if (!response.ok) throw new Error("GET /segments: " + response.status);
+    const response = await fetch(snapshotPath, { cache: "no-store", headers: auth });
+    if (!response.ok) throw new Error("GET " + snapshotPath + ": " + response.status);
     const doc = await response.json();
     tbody.replaceChildren();
     rows.clear();
@@ -151,26 +176,68 @@
     document.body.dataset.loaded = "true";
   }
 
-  const source = new EventSource("/events" + query);
-  source.addEventListener("open", () => {
-    status.textContent = "live";
-    status.className = "status live";
-    // (Re)connected: a fresh snapshot covers whatever the feed missed meanwhile.
-    load().catch((err) => {
-      status.textContent = String(err);
-      status.className = "status connecting";
-    });
-  });
-  source.addEventListener("error", () => {
-    status.textContent = "reconnecting…";
-    status.className = "status connecting";
-  });
-  for (const type of ["change", "rule"]) {
-    source.addEventListener(type, (message) => {
-      const event = JSON.parse(message.data);
-      if (loaded) handle(type, event, true);
-      else pending.push([type, event]);
-    });
+  function setStatus(text, className) {
+    status.textContent = text;
+    status.className = "status " + className;
+  }
+
+  // One server-sent event block ("event: change\ndata: {...}").
+  function dispatch(block) {
+    let type = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") type = value;
+      else if (field === "data") data.push(value);
+    }
+    if (!data.length || (type !== "change" && type !== "rule")) return;
+    const event = JSON.parse(data.join("\n"));
+    if (loaded) handle(type, event, true);
+    else pending.push([type, event]);
+  }
+
+  async function follow() {
+    for (;;) {
+      try {
+        const response = await fetch("/events" + query, { cache: "no-store", headers: auth });
+        if (response.status === 401 || response.status === 404) {
+          setStatus("the token was refused (expired, or not for this account): open the "
+            + "address `segments token` or `segments demo` printed", "connecting");
+          return;
+        }
+        if (!response.ok) throw new Error("GET /events: " + response.status);
+        setStatus("live", "live");
+        // (Re)connected: a fresh snapshot covers whatever the feed missed meanwhile.
+        load().catch((err) => setStatus(String(err), "connecting"));
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value.replace(/\r\n?/g, "\n");
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            dispatch(buffer.slice(0, end));
+            buffer = buffer.slice(end + 2);
+          }
+        }
+      } catch (err) {
+        // the stream broke: reconnect below, as EventSource would
+      }
+      setStatus("reconnecting…", "connecting");
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
+
+  if (token) {
+    follow();
+  } else {
+    setStatus("no token: open the address with #token=… that `segments demo` prints "
+      + "(or make one with `segments token`)", "connecting");
   }
 
   setInterval(() => {

@@ -16,6 +16,7 @@ from serving.server import ApiProcess
 from tests.conftest import IN_CI
 from tests.e2e.cdp import Chromium, chromium_binary
 from tests.read_model_harness import change, feeder, get_json, rule_doc
+from tests.tokens import token
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
@@ -53,6 +54,9 @@ async def test_page_shows_counts_changing_live(
         await f.rule("acme", "failed-twice", rule_doc("acme", "failed-twice",
                                                       filter_="charge_failed"))
         await f.changes([change("acme", "big-refunds", f"r{i}@example.com") for i in range(3)])
+        # Another account's segment: the page, opened with a token for acme, never shows it.
+        await f.rule("globex", "big-refunds", rule_doc("globex", "big-refunds"))
+        await f.changes([change("globex", "big-refunds", "globex-only@example.com")])
 
         async def flow() -> None:
             """Changes keep arriving while the page loads."""
@@ -62,7 +66,7 @@ async def test_page_shows_counts_changing_live(
 
         flowing = asyncio.create_task(flow())
         try:
-            await browser.navigate(api.url + "/")
+            await browser.navigate(api.url + "/#token=" + token("acme"))
 
             async def page_ready() -> bool:
                 return bool(await browser.evaluate("document.body.dataset.loaded === 'true'"))
@@ -87,13 +91,21 @@ async def test_page_shows_counts_changing_live(
         await f.changes([change("acme", "big-refunds", "new@example.com"),
                          change("acme", "big-refunds", "r0@example.com", "left", "time")])
         await f.changes([change("acme", "big-refunds", "newer@example.com")])
+        await f.changes([change("globex", "big-refunds", "globex-live@example.com")])
         await async_wait_for(lambda: page_shows("acme", "big-refunds", 4), 30,
                              what="big-refunds = 4 on the page")
         feed = await browser.evaluate("document.getElementById('feed').textContent")
         assert "newer@example.com" in feed
         assert "r0@example.com" in feed
+        assert "globex" not in feed
+        assert await browser.evaluate(
+            "document.querySelectorAll('tr[data-account=\"globex\"]').length") == 0
         assert await browser.evaluate("document.getElementById('status').textContent") == "live"
-        status, doc = await get_json(session, api.url + "/segments/big-refunds")
+        # The token left the address bar and was stored nowhere.
+        assert await browser.evaluate("location.hash") == ""
+        assert await browser.evaluate("localStorage.length + sessionStorage.length") == 0
+        assert await browser.evaluate("document.cookie") == ""
+        status, doc = await get_json(session, api.url + "/accounts/acme/segments/big-refunds")
         assert (status, doc["member_count"]) == (200, 4)
         await browser.screenshot(tmp_path / "web-page.png")
         assert browser.exceptions == []

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from common.settings import Settings
 from serving.server import ApiProcess
 from tests.read_model_harness import Feeder, change, feeder, get_json, rule_doc
+from tests.tokens import bearer
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ class Served:
 
     async def wait_count(self, segment: str, account: str, count: int) -> None:
         async def reached() -> bool:
-            status, doc = await self.get(f"/segments/{segment}", account_id=account)
+            status, doc = await self.get(f"/accounts/{account}/segments/{segment}")
             return status == 200 and doc["member_count"] == count
 
         await async_wait_for(reached, 30, what=f"{account}/{segment} has {count} members")
@@ -56,20 +57,17 @@ async def served(settings: Settings, redis: Redis) -> AsyncIterator[Served]:
 
 
 async def test_segment_rule_and_count_scoped_by_account(served: Served) -> None:
-    status, doc = await served.get("/segments/vip", account_id="acme")
+    status, doc = await served.get("/accounts/acme/segments/vip")
     assert status == 200
     assert doc["member_count"] == BIG
     assert doc["rule"]["name"] == "Acme VIPs"
     assert (doc["account_id"], doc["segment_id"]) == ("acme", "vip")
-    status, doc = await served.get("/segments/vip", account_id="globex")
+    status, doc = await served.get("/accounts/globex/segments/vip")
     assert (status, doc["member_count"], doc["rule"]["name"]) == (200, 2, "Globex VIPs")
-    # Without an account: fine while one account uses the id, 400 when several do.
-    status, doc = await served.get("/segments/refunds")
-    assert (status, doc["account_id"], doc["member_count"]) == (200, "acme", 1)
-    status, doc = await served.get("/segments/vip")
-    assert status == 400
-    assert doc["error"].startswith("account_id is required")
-    assert "globex" not in doc["error"]  # never name another account
+    status, doc = await served.get("/accounts/acme/segments")
+    assert [(s["account_id"], s["segment_id"], s["member_count"]) for s in doc["segments"]] == [
+        ("acme", "refunds", 1), ("acme", "vip", BIG)]
+    # The admin's unscoped listing, whole or narrowed to one account.
     status, doc = await served.get("/segments")
     assert [(s["account_id"], s["segment_id"], s["member_count"]) for s in doc["segments"]] == [
         ("acme", "refunds", 1), ("acme", "vip", BIG), ("globex", "vip", 2)]
@@ -78,19 +76,21 @@ async def test_segment_rule_and_count_scoped_by_account(served: Served) -> None:
 
 
 async def test_unknown_and_malformed(served: Served) -> None:
-    for path, params in [("/segments/nope", {}), ("/segments/refunds", {"account_id": "globex"}),
-                         ("/segments/nope/members", {"account_id": "acme"})]:
-        status, doc = await served.get(path, **params)
+    for path in ["/accounts/acme/segments/nope", "/accounts/globex/segments/refunds",
+                 "/accounts/acme/segments/nope/members"]:
+        status, doc = await served.get(path)
         assert status == 404, path
         assert "not found" in doc["error"]
+    members = "/accounts/acme/segments/vip/members"
     bad = [
-        ("/segments/vip/members", {"account_id": "acme", "limit": "0"}, "limit must be"),
-        ("/segments/vip/members", {"account_id": "acme", "limit": "1001"}, "limit must be"),
-        ("/segments/vip/members", {"account_id": "acme", "limit": "ten"}, "limit must be"),
-        ("/segments/vip/members", {"account_id": "acme", "cursor": "%%%"}, "cursor is not"),
-        ("/segments/vip/members", {"account_id": "acme", "cursor": "Zm9v"}, "cursor is not"),
-        ("/segments/vip", {"account_id": "ac me"}, "account_id must be"),
-        ("/segments/v!p", {}, "segment_id must be"),
+        (members, {"limit": "0"}, "limit must be"),
+        (members, {"limit": "1001"}, "limit must be"),
+        (members, {"limit": "ten"}, "limit must be"),
+        (members, {"cursor": "%%%"}, "cursor is not"),
+        (members, {"cursor": "Zm9v"}, "cursor is not"),
+        ("/accounts/ac%20me/segments/vip", {}, "account_id must be"),
+        ("/accounts/acme/segments/v!p", {}, "segment_id must be"),
+        ("/segments", {"account_id": "ac me"}, "account_id must be"),
         ("/accounts/acme/contacts/not-an-email/segments", {}, "email must be"),
         ("/accounts/a:b/contacts/x@example.com/segments", {}, "account_id must be"),
     ]
@@ -106,10 +106,10 @@ async def test_members_pages_cover_everyone_once(served: Served) -> None:
     cursor = None
     pages = 0
     while True:
-        params: dict[str, Any] = {"account_id": "acme", "limit": 37}
+        params: dict[str, Any] = {"limit": 37}
         if cursor:
             params["cursor"] = cursor
-        status, doc = await served.get("/segments/vip/members", **params)
+        status, doc = await served.get("/accounts/acme/segments/vip/members", **params)
         assert status == 200
         assert doc["member_count"] == BIG
         assert len(doc["members"]) <= 37
@@ -123,13 +123,13 @@ async def test_members_pages_cover_everyone_once(served: Served) -> None:
     member = doc["members"][0]
     assert set(member) == {"email", "since", "fact_id", "rule_version"}
     assert member["since"] == "2026-11-26T23:00:00Z"
-    status, doc = await served.get("/segments/vip/members", account_id="acme")
+    status, doc = await served.get("/accounts/acme/segments/vip/members")
     assert len(doc["members"]) == 100  # the default limit
 
 
 async def test_paging_while_members_join_and_leave(served: Served) -> None:
     """Members present throughout appear exactly once, whatever changes between pages."""
-    status, first = await served.get("/segments/vip/members", account_id="acme", limit=50)
+    status, first = await served.get("/accounts/acme/segments/vip/members", limit=50)
     assert status == 200
     seen = [m["email"] for m in first["members"]]
     await served.feeder.changes(
@@ -140,8 +140,8 @@ async def test_paging_while_members_join_and_leave(served: Served) -> None:
     await served.wait_count("vip", "acme", BIG)
     cursor = first["next_cursor"]
     while cursor:
-        _, doc = await served.get("/segments/vip/members", account_id="acme",
-                                  limit=50, cursor=cursor)
+        _, doc = await served.get("/accounts/acme/segments/vip/members", limit=50,
+                                  cursor=cursor)
         seen += [m["email"] for m in doc["members"]]
         cursor = doc["next_cursor"]
     assert len(seen) == len(set(seen))
@@ -176,32 +176,34 @@ async def test_leaving_and_rule_deletion(served: Served) -> None:
     await f.rule("globex", "vip", delete=True)
 
     async def rule_gone() -> bool:
-        status, doc = await served.get("/segments/vip", account_id="globex")
+        status, doc = await served.get("/accounts/globex/segments/vip")
         return status == 200 and doc["rule"] is None
 
     await async_wait_for(rule_gone, 30, what="globex/vip rule deleted")
     await f.changes([change("globex", "vip", "only-globex@example.com", "left", "rule")])
 
     async def segment_gone() -> bool:
-        status, _ = await served.get("/segments/vip", account_id="globex")
+        status, _ = await served.get("/accounts/globex/segments/vip")
         return status == 404
 
     await async_wait_for(segment_gone, 30, what="globex/vip gone")
-    status, doc = await served.get("/segments/vip")  # now only acme uses the id
-    assert (status, doc["account_id"]) == (200, "acme")
+    status, doc = await served.get("/segments")
+    assert status == 200
+    assert [(s["account_id"], s["segment_id"]) for s in doc["segments"]] == [
+        ("acme", "refunds"), ("acme", "vip")]
 
 
 async def test_health_and_metrics(served: Served) -> None:
-    status, doc = await served.get("/healthz")
+    status, doc = await served.get("/healthz", headers={})
     assert (status, doc) == (200, {"status": "ok"})
-    await served.get("/segments/nope/members", account_id="acme")
+    await served.get("/accounts/acme/segments/nope/members")
     async with served.session.get(served.api.url + "/metrics") as response:
         assert response.status == 200
         text = await response.text()
     assert ('segments_read_model_changes_applied_total{cause="fact",change="joined"} '
             f"{BIG + 3}.0\n") in text
-    assert ('segments_api_requests_total{route="/segments/{segment_id}/members",status="404"} '
-            "1.0\n") in text
+    assert ('segments_api_requests_total{route="/accounts/{account_id}/segments/{segment_id}/'
+            'members",status="404"} 1.0\n') in text
     assert 'segments_read_model_lag_messages{topic="segments.membership"}' in text
     assert "segments_api_request_duration_seconds_bucket" in text
 
@@ -209,8 +211,8 @@ async def test_health_and_metrics(served: Served) -> None:
 async def test_events_stream_changes_with_counts(served: Served) -> None:
     await served.feeder.changes([change("globex", "vip", "earlier@example.com")])
     await served.wait_count("vip", "globex", 3)
-    async with served.session.get(served.api.url + "/events",
-                                  params={"account_id": "globex"}) as response:
+    async with served.session.get(served.api.url + "/events", params={"account_id": "globex"},
+                                  headers=bearer("globex")) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "text/event-stream"
         assert await response.content.readline() == b"retry: 2000\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -26,6 +27,7 @@ from connectors.backfill import BackfillOptions
 from connectors.contract import RawEvent
 from tests.connector_harness import Connector, read_events, running_connector
 from tests.localstripe_server import REPO, running_localstripe
+from tests.tokens import ADMIN, TEST_AUTH_SECRET, token
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
@@ -196,7 +198,8 @@ async def test_no_key_or_secret_in_any_log_or_response(
     responses: list[str] = []
 
     async def call(method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        async with connector.http.request(method, f"{connector.url}{path}", **kw) as resp:
+        async with connector.http.request(method, f"{connector.admin_url}{path}",
+                                          headers=ADMIN, **kw) as resp:
             text = await resp.text()
             responses.append(f"{resp.status} {dict(resp.headers)} {text}")
             return resp.status, orjson.loads(text) if text.startswith(("{", "[")) else text
@@ -228,7 +231,9 @@ async def test_no_key_or_secret_in_any_log_or_response(
                           *(str(r.__dict__) for r in caplog.records)])
     assert len(caplog.records) > 5
     assert connection_id in haystack  # the search does look at the right material
-    for secret in (API_KEY, webhook_secret, API_KEY[8:], webhook_secret[6:]):
+    bearer_token = ADMIN["Authorization"].removeprefix("Bearer ")
+    for secret in (API_KEY, webhook_secret, API_KEY[8:], webhook_secret[6:], bearer_token,
+                   bearer_token.rsplit(".", 1)[1]):
         assert secret not in haystack
 
 
@@ -299,10 +304,13 @@ async def test_segments_connect_reads_the_key_from_stdin(
     connector: Connector, tmp_path: Any
 ) -> None:
     argv = [sys.executable, "-m", "segments.cli", "connect", "--account", "acme-cli",
-            "--connector-url", connector.url]
+            "--connector-url", connector.admin_url]
+    # The token is signed by the command with the secret the connector verifies with.
+    env = {**os.environ, "SEGMENTS_AUTH_SECRET": TEST_AUTH_SECRET}
+    env.pop("SEGMENTS_TOKEN", None)
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=REPO)
+        stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env)
     out, err = await asyncio.wait_for(proc.communicate(API_KEY.encode() + b"\n"), 60)
     assert proc.returncode == 0, err.decode()
     connection_id = out.decode().strip()
@@ -314,9 +322,12 @@ async def test_segments_connect_reads_the_key_from_stdin(
     # A key file works too; a rejected request says which field and why.
     key_file = tmp_path / "key.txt"
     key_file.write_text("pk_test_publishable\n")
+    # A token given in SEGMENTS_TOKEN (as from an identity provider) is sent as it is.
+    given = {**os.environ, "SEGMENTS_TOKEN": token("acme-cli")}
+    given.pop("SEGMENTS_AUTH_SECRET", None)
     proc = await asyncio.create_subprocess_exec(
         *argv, "--key-file", str(key_file), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, cwd=REPO)
+        stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, cwd=REPO, env=given)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
     assert "api_key: a publishable key cannot read account data" in err.decode()

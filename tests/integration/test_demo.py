@@ -28,6 +28,7 @@ from segments.demo.feed import DEMO_RULES
 from segments.localstripe import free_port
 from serving.server import ApiProcess
 from tests.conftest import TEST_SECRET_KEY
+from tests.tokens import TEST_AUTH_SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +61,12 @@ async def raw_events(settings: Settings) -> list[RawEvent]:
         await consumer.stop()
 
 
+def _printed_token(text: str) -> str:
+    found = re.search(r"^token:\s+(\S+)", text, re.MULTILINE)
+    assert found, f"no token in the demo's output:\n{text[:3000]}"
+    return found.group(1)
+
+
 def _number(pattern: str, text: str) -> int:
     found = re.search(pattern, text)
     assert found, f"{pattern!r} not in the demo's output:\n{text[-3000:]}"
@@ -71,7 +78,9 @@ async def test_demo_once_fills_every_segment(settings: Settings) -> None:
            "REDIS_URL": settings.redis_url, "SEGMENTS_TOPIC_PREFIX": settings.topic_prefix,
            "SEGMENTS_PARTITIONS": str(settings.partitions),
            "SEGMENTS_SECRET_KEY": TEST_SECRET_KEY,
-           "CONNECTOR_PORT": str(free_port()), "API_PORT": str(free_port())}
+           "SEGMENTS_AUTH_SECRET": TEST_AUTH_SECRET,
+           "CONNECTOR_PORT": str(free_port()), "API_PORT": str(free_port()),
+           "CONNECTOR_ADMIN_PORT": str(free_port())}
     started = time.monotonic()
     result = await asyncio.to_thread(
         subprocess.run,
@@ -86,16 +95,19 @@ async def test_demo_once_fills_every_segment(settings: Settings) -> None:
     assert "stopping: connector, query API, worker, localstripe" in out
 
     # Every demo segment has members, asked of the query API over the read model.
+    # The demo printed a token for its account and the page's address carrying it.
+    token = _printed_token(out)
+    assert f"/#token={token}" in out
     async with ApiProcess(settings, port=0, read_model=False) as api, \
-            aiohttp.ClientSession() as http:
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         for rule in DEMO_RULES:
-            url = f"{api.url}/segments/{rule['id']}/members?account_id=demo&limit=5"
+            url = f"{api.url}/accounts/demo/segments/{rule['id']}/members?limit=5"
             async with http.get(url) as resp:
                 page = await resp.json()
             assert resp.status == 200, page
             assert page["member_count"] > 0, (rule["id"], page)
             assert page["members"], (rule["id"], page)
-        async with http.get(f"{api.url}/segments/big-refunds?account_id=demo") as resp:
+        async with http.get(f"{api.url}/accounts/demo/segments/big-refunds") as resp:
             edited = await resp.json()
         assert edited["rule"]["version"] == 2  # the demo's rule edit reached the read model
 

@@ -242,7 +242,7 @@ async def test_health_metrics_and_one_summary_line_without_secrets(
     status, health = await connector.request("GET", "/healthz")
     assert (status, health) == (200, {"redis": "ok", "kafka": "ok", "producer": "connected"})
 
-    async with connector.http.get(f"{connector.url}/metrics") as resp:
+    async with connector.http.get(f"{connector.admin_url}/metrics") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = await resp.text()

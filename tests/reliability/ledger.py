@@ -1,6 +1,7 @@
 """What the reliability suite must never see in clear, and where it looked.
 
-Every API key and webhook secret the suite uses is made here (`LEDGER.api_key()`,
+Every API key and webhook secret the suite uses is made here (bearer tokens and the
+tokens' signing secret are registered here too) (`LEDGER.api_key()`,
 `LEDGER.webhook_secret()`), random for each run, so that finding one in a log line, on a
 topic or in Redis can only mean the code under test leaked it. Each secret is checked
 by its random part too, so that a secret with its `sk_`/`whsec_` prefix cut off, or
@@ -47,6 +48,13 @@ class Ledger:
     def webhook_secret(self) -> str:
         part = secrets.token_hex(16)
         return self._remember(f"whsec_rel{part}", part)
+
+    def token(self, token: str) -> str:
+        """A bearer token the suite sends: its signature is its random part."""
+        return self._remember(token, token.rsplit(".", 1)[-1])
+
+    def auth_secret(self, secret: str) -> str:
+        return self._remember(secret, secret)
 
     def check(self, source: str, text: str) -> None:
         """Record a leak if `text` contains any secret handed out so far."""

@@ -43,6 +43,7 @@ from tests.reliability.ledger import LEDGER
 from tests.reliability.raw_http import exchange, request_bytes
 from tests.reliability.topics import read_topic
 from tests.stripe_signing import sign
+from tests.tokens import ADMIN, TEST_AUTH_SECRET, bearer
 from tests.waiting import async_wait_for
 from tests.worker_runner import running
 
@@ -70,9 +71,11 @@ class Pipeline:
             connection or self.connections[account], body, {"Stripe-Signature": header})
         return status
 
-    async def get(self, path: str) -> tuple[int, Any]:
-        """Status and JSON answer (the text itself when the answer is not JSON)."""
-        async with self.http.get(self.api.url + path) as resp:
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """Status and JSON answer (the text itself when the answer is not JSON); with the
+        admin's token unless `headers` say otherwise."""
+        async with self.http.get(self.api.url + path,
+                                 headers=ADMIN if headers is None else headers) as resp:
             text = await resp.text()
         try:
             return resp.status, orjson.loads(text)
@@ -92,7 +95,8 @@ async def pipeline(kafka_bootstrap: str, redis_url: str,
     prefix = f"t{uuid.uuid4().hex[:10]}."
     LEDGER.prefixes.add(prefix)
     settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, redis_url=redis_url,
-                        topic_prefix=prefix, partitions=4, secret_key=TEST_SECRET_KEY)
+                        topic_prefix=prefix, partitions=4, secret_key=TEST_SECRET_KEY,
+                        auth_secret=TEST_AUTH_SECRET)
     await ensure_topics(settings)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
@@ -132,7 +136,7 @@ async def processed(p: Pipeline) -> None:
 
 async def wait_members(p: Pipeline, account: str, emails: set[str]) -> None:
     async def there() -> bool:
-        status, doc = await p.get(f"/segments/vip/members?account_id={account}")
+        status, doc = await p.get(f"/accounts/{account}/segments/vip/members")
         return status == 200 and {m["email"] for m in doc["members"]} >= emails
 
     await async_wait_for(there, 90, interval=0.3, what=f"{account}/vip members {emails}")
@@ -201,53 +205,72 @@ async def test_no_query_returns_another_accounts_data(pipeline: Pipeline) -> Non
     p = pipeline
     only = {account: set(MEMBERS[account]) - set(MEMBERS[other])
             for account, other in (("acme", "globex"), ("globex", "acme"))}
-    # Queries naming no account at all are the operator's view (the web page lists every
-    # account's segments); isolation is about queries made for one account.
+    # The admin's token: an answer shows only the account its path names. acme's token:
+    # never globex's data, whatever the path names.
     accounts = [*ACCOUNTS, "initech", "acme:vip", "acme*", "*", "acme\x00", "ACME", "acme "]
     segments = ["vip", "vip:acme", "vip*", "*", "", "VIP", "..", "vip\n"]
     emails = ["ann@example.com", "bob@example.com", "carol@example.com", "*@example.com",
               "ann@example.com:vip", "ANN@EXAMPLE.COM"]
     asked = 0
-    for account in accounts:
-        paths = [f"/segments?account_id={_quoted(account)}"]
-        for segment in segments:
-            paths += [f"/segments/{_quoted(segment)}?account_id={_quoted(account)}",
-                      f"/segments/{_quoted(segment)}/members?account_id={_quoted(account)}"
-                      "&limit=1000"]
-        for email in emails:
-            paths.append(f"/accounts/{_quoted(account)}/contacts/{_quoted(email)}/segments")
-        for path in paths:
-            asked += 1
-            status, doc = await p.get(path)
-            assert status < 500, (path, status, doc)
-            text = (doc if isinstance(doc, str) else orjson.dumps(doc).decode()).lower()
-            for owner, emails_of_owner in only.items():
-                if account.lower() != owner:
-                    asked_for = unquote(path).lower()  # an answer may echo the question
+    for caller, headers in (("admin", ADMIN), ("acme", bearer("acme"))):
+        for account in accounts:
+            base = f"/accounts/{_quoted(account)}"
+            paths = [f"{base}/segments", f"/segments?account_id={_quoted(account)}",
+                     f"/events?account_id={_quoted(account)}&probe=1"]
+            for segment in segments:
+                paths += [f"{base}/segments/{_quoted(segment)}",
+                          f"{base}/segments/{_quoted(segment)}/members?limit=1000"]
+            for email in emails:
+                paths.append(f"{base}/contacts/{_quoted(email)}/segments")
+            for path in paths:
+                if path.startswith("/events") and caller == "admin":
+                    continue  # a stream that stays open: asked with acme's token only
+                asked += 1
+                status, doc = await _get_once(p, path, headers)
+                assert status < 500, (path, status, doc)
+                text = (doc if isinstance(doc, str) else orjson.dumps(doc).decode()).lower()
+                asked_for = unquote(path).lower()  # an answer may echo the question
+                for owner, emails_of_owner in only.items():
+                    visible = caller == "admin" or owner == caller
+                    if visible and account.lower() == owner:
+                        continue
                     leaked = [e for e in emails_of_owner if e in text and e not in asked_for]
-                    assert not leaked, f"{path} shows {owner}'s {leaked}: {doc}"
+                    assert not leaked, f"{caller}: {path} shows {owner}'s {leaked}: {doc}"
                     if owner not in account.lower():
-                        assert f'"{owner}"' not in text, f"{path} names {owner}: {doc}"
+                        assert f'"{owner}"' not in text, f"{caller}: {path} names {owner}: {doc}"
     # The answers for each account are exactly its own.
     for account in ACCOUNTS:
-        status, doc = await p.get(f"/segments/vip/members?account_id={account}&limit=1000")
+        status, doc = await p.get(f"/accounts/{account}/segments/vip/members?limit=1000")
         assert status == 200
         assert {m["email"] for m in doc["members"]} >= set(MEMBERS[account])
         assert not {m["email"] for m in doc["members"]} & only["globex" if account == "acme"
                                                               else "acme"]
     # Header abuse on the query API: never a 5xx.
     for value in (b"\x80\x80", b"100-continue\xff", b"x" * 9000):
-        raw = request_bytes("GET", "/segments/vip?account_id=acme", [(b"Expect", value)], b"")
+        authorization = (b"Authorization", ADMIN["Authorization"].encode())
+        raw = request_bytes("GET", "/accounts/acme/segments/vip",
+                            [(b"Expect", value), authorization], b"")
         port = int(p.api.url.rsplit(":", 1)[1])
         for response in await asyncio.to_thread(exchange, port, raw):
             assert response.status < 500, (value[:20], response)
-    # Without an account, a segment id two accounts use is refused without naming them.
-    status, doc = await p.get("/segments/vip")
-    assert status == 400
+    # The unscoped listing is the admin's: refused to acme, without naming anyone.
+    status, doc = await p.get("/segments", bearer("acme"))
+    assert status == 403
     assert "globex" not in str(doc)
-    assert "acme" not in str(doc)
     print(f"isolation: {asked} cross-account queries, none answered with another "
           "account's data")
+
+
+async def _get_once(p: Pipeline, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+    """`p.get`, but a stream (`/events`) is read for its first line only."""
+    async with p.http.get(p.api.url + path, headers=headers) as resp:
+        if resp.content_type == "text/event-stream":
+            return resp.status, (await asyncio.wait_for(resp.content.readline(), 10)).decode()
+        text = await resp.text()
+    try:
+        return resp.status, orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return resp.status, text
 
 
 async def test_raw_topic_holds_no_secret(pipeline: Pipeline) -> None:

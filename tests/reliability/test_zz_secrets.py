@@ -1,8 +1,8 @@
 """No API key or webhook secret in clear: not in a log line, an answer, a topic, Redis.
 
 Runs last (tests/reliability/conftest.py moves it there). First it drives every path a
-key or a secret travels: connecting accounts through `POST /connections` (valid keys,
-malformed ones, a publishable key, a secret with a space), showing and deleting a
+key, a secret or a bearer token travels: connecting accounts through `POST /connections`
+(valid keys, malformed ones, a publishable key, a secret with a space), showing and deleting a
 connection, the backfill that the connection starts with its key, and webhooks signed
 with the secret; every HTTP answer is checked. Then the scan: every topic of every
 prefix the suite used (aborted transactions included) and every Redis key left under
@@ -29,9 +29,12 @@ from tests.localstripe_server import running_localstripe
 from tests.reliability.ledger import LEDGER
 from tests.reliability.topics import list_topics, read_topic
 from tests.stripe_signing import sign
+from tests.tokens import TEST_AUTH_SECRET, token
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.reliability
+
+LEDGER.auth_secret(TEST_AUTH_SECRET)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,9 @@ def localstripe() -> Iterator[str]:
 async def _request(connector: Connector, method: str, path: str,
                    json: Any = None) -> tuple[int, Any]:
     """Status and answer (JSON when it is JSON); the answer is scanned for secrets."""
-    async with connector.http.request(method, connector.url + path, json=json) as resp:
+    headers = {"Authorization": "Bearer " + LEDGER.token(token(admin=True))}
+    async with connector.http.request(method, connector.admin_url + path, json=json,
+                                      headers=headers) as resp:
         body = await resp.read()
     LEDGER.check_bytes("HTTP answer", body)
     try:

@@ -48,6 +48,7 @@ from stream.membership import (
     ContactState,
     on_fact,
     on_horizon,
+    on_retract,
     on_rule,
     on_time,
     prune,
@@ -281,7 +282,8 @@ class Pipeline:
         contact = view.get(key) or ContactState(fact.account_id, fact.email, ps.partition)
         aged = prune(contact, now, ps.horizon)
         changes = on_horizon(contact, aged, ps.rules_of(contact.account_id, aged), now)
-        changes += on_fact(contact, fact, ps.rules.for_fact(fact.account_id, fact.filter), now)
+        rules = ps.rules.for_fact(fact.account_id, fact.filter)
+        changes += (on_retract if fact.retracted else on_fact)(contact, fact, rules, now)
         self._save(ps, key, contact)
         self._publish(changes, out)
 

@@ -43,8 +43,8 @@ RULES: list[dict[str, Any]] = [
 
 Step = tuple[str, int, int, int]
 steps = st.lists(st.tuples(
-    st.sampled_from(["pay", "fail", "guest", "refund", "refund",
-                     "subscribe", "change", "renew", "schedule", "cancel"]),
+    st.sampled_from(["pay", "fail", "guest", "refund", "refund", "refund_fails",
+                     "subscribe", "change", "renew", "schedule", "unschedule", "cancel"]),
     st.integers(0, 9), st.integers(0, 9), st.integers(1, 3)), min_size=1, max_size=14)
 
 

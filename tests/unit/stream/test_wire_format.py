@@ -16,6 +16,8 @@ pytestmark = pytest.mark.unit
 def _reference(fact: Fact) -> dict[str, object]:
     doc = asdict(fact)
     doc["plans"] = list(fact.plans)
+    if not fact.retracted:
+        del doc["retracted"]  # only retractions carry the flag (issue 14)
     return doc
 
 
@@ -30,9 +32,17 @@ def _reference(fact: Fact) -> dict[str, object]:
          refund_amount=2500),
 ])
 def test_fact_encoding_is_unchanged(fact: Fact) -> None:
-    assert list(fact.to_dict()) == [f.name for f in fields(Fact)]
+    assert list(fact.to_dict()) == [f.name for f in fields(Fact) if f.name != "retracted"]
     assert fact.to_dict() == _reference(fact)
     assert fact.to_bytes() == orjson.dumps(_reference(fact))
+    assert Fact.from_bytes(fact.to_bytes()) == fact
+
+
+def test_a_retraction_is_a_fact_with_the_flag() -> None:
+    fact = Fact("re_1", "refunded", "acme", "conn1", "cy@example.com", 1, refund_amount=2500,
+                retracted=True)
+    assert fact.to_dict() == _reference(fact)
+    assert fact.to_dict()["retracted"] is True
     assert Fact.from_bytes(fact.to_bytes()) == fact
 
 

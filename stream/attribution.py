@@ -52,20 +52,65 @@ class ByChargeDecodeError(ValueError):
 
 
 # -- deduplication of fact ids (both sides) -------------------------------------------
+#
+# `seen` maps "{account}\x1f{fact_id}" to the expiry of the entry (epoch seconds), or,
+# for the filters whose facts can be retracted, to `[expiry, email, retracted_at]`: the
+# contact the fact went to (so its retraction reaches the same contact even if the
+# customer's email changed since) and, once retracted, when. It is last-writer-wins by
+# event time: an announcement dated after the retraction is a new occurrence (a
+# cancellation scheduled again), one dated before it (a webhook retry, the backfill) is
+# stale; a retraction that arrives first leaves a tombstone that later, older
+# announcements meet.
+
+#: Filters whose facts a later event can retract (`Occurrence.retracts`).
+RETRACTABLE = frozenset({"refunded", "subscription_cancelled"})
+SeenTable = MutableMapping[str, Any]
+
 
 def seen_key(account_id: str, fact_id: str) -> str:
     return pack(account_id, fact_id).decode()
 
 
-def already_seen(seen: MutableMapping[str, int], account_id: str, fact_id: str,
-                 now: int) -> bool:
-    expiry = seen.get(seen_key(account_id, fact_id))
-    return expiry is not None and expiry > now
+def expiry_of(entry: Any) -> int:
+    """The expiry of a `seen` entry, whichever form it has."""
+    return entry if isinstance(entry, int) else int(entry[0])
 
 
-def remember(seen: MutableMapping[str, int], account_id: str, occ: Occurrence,
-             now: int) -> None:
-    seen[seen_key(account_id, occ.fact_id)] = max(now, occ.occurred_at) + DEDUP_SECONDS
+def already_seen(seen: SeenTable, account_id: str, fact_id: str, now: int,
+                 occurred_at: int | None = None) -> bool:
+    """Whether an announcement of `fact_id` dated `occurred_at` adds nothing."""
+    entry = seen.get(seen_key(account_id, fact_id))
+    if entry is None or expiry_of(entry) <= now:
+        return False
+    if isinstance(entry, int) or entry[2] is None:
+        return True
+    return occurred_at is None or occurred_at <= entry[2]
+
+
+def remember(seen: SeenTable, account_id: str, occ: Occurrence, now: int,
+             email: str | None = None) -> None:
+    expiry = max(now, occ.occurred_at) + DEDUP_SECONDS
+    key = seen_key(account_id, occ.fact_id)
+    seen[key] = [expiry, email, None] if occ.filter in RETRACTABLE else expiry
+
+
+def retract(seen: SeenTable, account_id: str, occ: Occurrence, now: int) -> str | None:
+    """Record the retraction `occ` of `occ.fact_id`; the contact whose fact it removes,
+    or None when no fact is held (never announced, or already retracted): then only a
+    tombstone is left for announcements dated before it."""
+    key = seen_key(account_id, occ.fact_id)
+    entry = seen.get(key)
+    expiry = max(now, occ.occurred_at) + DEDUP_SECONDS
+    if entry is None or isinstance(entry, int) or expiry_of(entry) <= now:
+        seen[key] = [expiry, None, occ.occurred_at]
+        return None
+    old_expiry, email, retracted_at = entry
+    if retracted_at is not None:
+        if occ.occurred_at > retracted_at:
+            seen[key] = [max(old_expiry, expiry), email, occ.occurred_at]
+        return None
+    seen[key] = [max(old_expiry, expiry), email, occ.occurred_at]
+    return str(email) if email else None
 
 
 # -- the records ----------------------------------------------------------------------
@@ -142,12 +187,14 @@ def decode(raw: bytes | None) -> ByCharge:
 class JoinTables:
     """State views (or dicts), all keyed by `charge_key` as text."""
 
-    #: -> {"email", "amount", "currency", "x"(expiry)}: who paid the charge.
+    #: -> {"email", "amount", "currency", "x"(expiry), "r"}: who paid the charge, and
+    #: "r", the refunds counted on it as [fact id, email, refund amount] (for their
+    #: retraction).
     charges: MutableMapping[str, dict[str, Any]]
     #: -> refund records (as dicts) waiting for the charge's payer.
     waiting: MutableMapping[str, list[dict[str, Any]]]
-    #: "{account}\x1f{fact_id}" -> expiry (epoch seconds).
-    seen: MutableMapping[str, int]
+    #: "{account}\x1f{fact_id}" -> expiry, or [expiry, email, retracted_at] (see above).
+    seen: SeenTable
 
 
 @dataclass
@@ -186,6 +233,8 @@ class ChargeJoin:
             "currency": known.get("currency") or record.currency,
             "x": max(known.get("x", 0), now + DEDUP_SECONDS),
         }
+        if known.get("r"):
+            merged["r"] = known["r"]
         if merged != known:
             self.t.charges[key] = merged
         for doc in self.t.waiting.pop(key, None) or ():
@@ -195,7 +244,10 @@ class ChargeJoin:
     def _refund(self, key: str, record: ByCharge, now: int, out: JoinOutcome) -> None:
         occ = record.occurrence
         assert occ is not None  # decode() guarantees it for refund records
-        if already_seen(self.t.seen, record.account_id, occ.fact_id, now):
+        if occ.retracts:
+            self._retract(key, record, occ, now, out)
+            return
+        if already_seen(self.t.seen, record.account_id, occ.fact_id, now, occ.occurred_at):
             out.duplicates += 1
             self._unwait(key, occ.fact_id)
             return
@@ -214,9 +266,38 @@ class ChargeJoin:
         except ValueError:
             out.dropped_no_email += 1
             return
-        remember(self.t.seen, record.account_id, occ, now)
+        remember(self.t.seen, record.account_id, occ, now, fact.email)
         self._unwait(key, occ.fact_id)
+        doc = dict(self.t.charges.get(key) or {"x": now + DEDUP_SECONDS})
+        doc["r"] = [*(doc.get("r") or ()), [occ.fact_id, fact.email, occ.refund_amount]]
+        self.t.charges[key] = doc
         out.facts.append(fact)
+
+    def _retract(self, key: str, record: ByCharge, occ: Occurrence, now: int,
+                 out: JoinOutcome) -> None:
+        """A refund of this charge failed or was canceled: retract the fact it was
+        counted as. That is the refund's id, or, for a refund counted from a list-less
+        `charge.refunded` (API 2022-11-15 to 2024-10-28, `"{charge}:refund:{total}"`),
+        the first such fact of the same amount still held: the refund id is not known
+        there, and two refunds of one charge with the same amount are interchangeable
+        except for their dates."""
+        self._unwait(key, occ.fact_id)  # a refund waiting for its payer never counts
+        target = occ.fact_id
+        counted = (self.t.charges.get(key) or {}).get("r") or ()
+        if not any(entry[0] == target for entry in counted):
+            for fact_id, _, amount in counted:
+                if (":refund:" in fact_id and amount == occ.refund_amount
+                        and already_seen(self.t.seen, record.account_id, fact_id, now)):
+                    target = fact_id
+                    break
+        if target != occ.fact_id:
+            retract(self.t.seen, record.account_id, occ, now)  # tombstone the refund id
+        email = retract(self.t.seen, record.account_id, replace(occ, fact_id=target), now)
+        if email is None:
+            out.duplicates += 1
+            return
+        out.facts.append(replace(occ, fact_id=target).to_fact(
+            record.account_id, record.connection_id, email))
 
     def _wait(self, key: str, record: ByCharge, out: JoinOutcome) -> None:
         occ = record.occurrence

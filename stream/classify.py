@@ -40,15 +40,19 @@ Fact ids, and why
   Pre-2014 payloads lack `amount_refunded` and the list; `refunded: true` then means
   refunded in full. A `refund.created` knows only the charge's id: its `amount` is None
   and it has no emails; `Occurrence.charge_id` lets the stream fill both in.
-  `refund.updated` is not used: a refund counts once, when created (a failed or
-  canceled one not at all), and a later failure does not retract it.
+  A refund that later fails or is canceled (`refund.updated` / `refund.failed` from
+  2024-10-28, `charge.refund.updated` before) is *retracted*: an occurrence with
+  `retracts=True` and the refund's id, which the attribution by charge maps to the fact
+  it was counted as (see `stream.attribution`).
 - `subscription_created` — `"{sub_id}:created"`.
 - `subscription_changed` — `"{sub_id}:changed:{event_id}"`: every change is its own
   occurrence. Only a different set of (price or plan, quantity) counts; a renewal
   (period dates, `latest_invoice`), a status or a metadata change does not.
 - `subscription_cancelled` — `"{sub_id}:cancelled"` from `customer.subscription.deleted`
   and from an update that schedules the end, so scheduling then deleting is one fact.
-  Un-scheduling yields nothing (facts are immutable occurrences).
+  Un-scheduling (`cancel_at_period_end` back to false, `cancel_at` cleared) retracts
+  that fact; scheduling again after that counts anew (dedup is last-writer-wins by
+  event time, `stream.attribution`).
 Pre-2014 subscriptions have no id; the customer (who had at most one) names them.
 
 Times are the occurrence's own `created` (charge, refund), a subscription's
@@ -92,6 +96,9 @@ _RULES: dict[str, tuple[str, Handler]] = {
     "charge.failed": ("charge", pay.charge_failed),
     "charge.refunded": ("charge", pay.charge_refunded),
     "refund.created": ("refund", pay.refund_created),
+    "refund.updated": ("refund", pay.refund_voided),
+    "refund.failed": ("refund", pay.refund_voided),
+    "charge.refund.updated": ("refund", pay.refund_voided),
     "payment_intent.succeeded": ("payment_intent", pay.intent_succeeded),
     "payment_intent.payment_failed": ("payment_intent", pay.intent_failed),
     "invoice.paid": ("invoice", pay.invoice_paid),

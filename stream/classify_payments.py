@@ -264,6 +264,31 @@ def _from_refund(
     )
 
 
+def refund_voided(ev: StripeEvent) -> list[Occurrence]:
+    """`refund.updated` / `refund.failed` / `charge.refund.updated` for a refund that
+    failed or was canceled: retract its fact (the refund id; the attribution by charge
+    finds the fact a list-less `charge.refunded` counted it as). Any other update
+    (a pending refund succeeding, metadata) yields nothing."""
+    refund, where = ev.obj, "refund"
+    refund_id = need_str(refund, "id", where)
+    if opt_str(refund, "status", where) not in VOID_REFUND_STATES:
+        return []
+    return [
+        Occurrence(
+            fact_id=refund_id,
+            filter="refunded",
+            occurred_at=ev.created,
+            source_event_id=ev.id,
+            source_event_type=ev.type,
+            customer_id=ref_id(refund, "customer", where),
+            currency=currency(refund, where, required=False),
+            refund_amount=opt_int(refund, "amount", where),
+            charge_id=ref_id(refund, "charge", where),
+            retracts=True,
+        )
+    ]
+
+
 def refund_created(ev: StripeEvent) -> list[Occurrence]:
     refund, where = ev.obj, "refund"
     charge_id = ref_id(refund, "charge", where)

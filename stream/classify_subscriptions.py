@@ -134,6 +134,19 @@ def _end_scheduled(sub_obj: JsonObj, previous: JsonObj) -> bool:
     )
 
 
+def _end_unscheduled(sub_obj: JsonObj, previous: JsonObj) -> bool:
+    """A scheduled end undone before it took effect: `cancel_at_period_end` back to
+    false or `cancel_at` cleared, and no end scheduled any more."""
+    where = "previous_attributes"
+    if opt_str(sub_obj, "status", WHERE) == "canceled":
+        return False
+    if opt_bool(sub_obj, "cancel_at_period_end", WHERE) is True or (
+            opt_int(sub_obj, "cancel_at", WHERE) is not None):
+        return False
+    return opt_bool(previous, "cancel_at_period_end", where) is True or (
+        opt_int(previous, "cancel_at", where) is not None)
+
+
 def _period_end(sub_obj: JsonObj) -> int | None:
     """`current_period_end`, which the newest API versions keep on each item."""
     end = opt_int(sub_obj, "current_period_end", WHERE)
@@ -223,8 +236,8 @@ def subscription_deleted(ev: StripeEvent) -> list[Occurrence]:
 def subscription_updated(ev: StripeEvent) -> list[Occurrence]:
     """A change of plan, price, items or quantity, and/or a scheduled end.
 
-    Un-scheduling an end (`cancel_at_period_end` back to false) yields nothing: facts
-    are immutable occurrences, so the earlier cancellation fact stays.
+    Un-scheduling an end (`cancel_at_period_end` back to false, `cancel_at` cleared)
+    retracts the cancellation fact (`Occurrence.retracts`, dated by this event).
     """
     found = []
     if _plan_changed(ev.obj, ev.previous):
@@ -232,4 +245,14 @@ def subscription_updated(ev: StripeEvent) -> list[Occurrence]:
         found.append(_occurrence(ev, f"{key}:changed:{ev.id}", "subscription_changed", ev.created))
     if _end_scheduled(ev.obj, ev.previous):
         found.append(_cancelled(ev))
+    elif _end_unscheduled(ev.obj, ev.previous):
+        found.append(Occurrence(
+            fact_id=f"{_key(ev.obj)}:cancelled",
+            filter="subscription_cancelled",
+            occurred_at=ev.created,
+            source_event_id=ev.id,
+            source_event_type=ev.type,
+            customer_id=ref_id(ev.obj, "customer", WHERE),
+            retracts=True,
+        ))
     return found

@@ -14,10 +14,13 @@ from typing import Any
 from connectors.contract import RawEvent
 from stream.attribution import (
     DEDUP_SECONDS,
+    SeenTable,
     already_seen,
+    expiry_of,
     payer_record,
     refund_record,
     remember,
+    retract,
 )
 from stream.classify import classify, customer_email_update
 from stream.facts import Fact
@@ -49,8 +52,9 @@ class ContactTables:
 
     #: "{connection}:{customer}" -> email, or "" when the customer has none.
     customers: MutableMapping[str, str]
-    #: "{account}\x1f{fact_id}" -> expiry (epoch seconds).
-    seen: MutableMapping[str, int]
+    #: "{account}\x1f{fact_id}" -> expiry, or [expiry, email, retracted_at]
+    #: (`stream.attribution`).
+    seen: SeenTable
     #: "{connection}:{customer}" -> occurrences (as dicts) waiting for an email.
     parked: MutableMapping[str, list[dict[str, Any]]]
 
@@ -93,13 +97,16 @@ class ContactResolver:
         email = occ.email_candidates[0] if occ.email_candidates else None
         if email is None and occ.customer_id is not None:
             email = self.t.customers.get(f"{raw.connection_id}:{occ.customer_id}") or None
+        if occ.retracts and not (occ.filter == "refunded" and occ.charge_id is not None):
+            self._retract(raw, occ, now, out)
+            return
         if occ.filter == "refunded" and occ.charge_id is not None:
             # Attributed on its charge's partition (stream.attribution), with what is
             # known here; a customer whose email is unknown also parks it, so an email
             # learnt later still names the contact when the charge's payer never comes.
             out.by_charge.append(refund_record(raw.account_id, raw.connection_id, occ,
                                                email))
-            if email is None and occ.customer_id is not None:
+            if email is None and occ.customer_id is not None and not occ.retracts:
                 self._park(raw, occ, out)
             return
         if email is None:
@@ -133,7 +140,7 @@ class ContactResolver:
             out.by_charge.append(refund_record(raw.account_id, raw.connection_id, occ,
                                                email))
             return
-        if already_seen(self.t.seen, raw.account_id, occ.fact_id, now):
+        if already_seen(self.t.seen, raw.account_id, occ.fact_id, now, occ.occurred_at):
             out.duplicates += 1
             return
         try:
@@ -141,12 +148,23 @@ class ContactResolver:
         except ValueError:
             out.dropped_no_email += 1
             return
-        remember(self.t.seen, raw.account_id, occ, now)
+        remember(self.t.seen, raw.account_id, occ, now, fact.email)
         out.facts.append(fact)
         if occ.filter == "charge_succeeded" and occ.charge_id is not None:
             out.by_charge.append(payer_record(raw.account_id, raw.connection_id,
                                               occ.charge_id, fact.email, occ.amount,
                                               occ.currency))
+
+
+    def _retract(self, raw: RawEvent, occ: Occurrence, now: int, out: Outcome) -> None:
+        """A retraction on this partition (a cancellation unscheduled; a refund that
+        names no charge): it reaches the contact its fact went to, which the dedup table
+        remembers, so it never waits for an email."""
+        email = retract(self.t.seen, raw.account_id, occ, now)
+        if email is None:
+            out.duplicates += 1  # nothing held: a retry, or ahead of its fact (tombstone)
+            return
+        out.facts.append(occ.to_fact(raw.account_id, raw.connection_id, email))
 
 
 def sweep(tables: ContactTables, now: int) -> tuple[int, int]:
@@ -156,7 +174,7 @@ def sweep(tables: ContactTables, now: int) -> tuple[int, int]:
     got an email within the window, so they are counted as dropped for lack of email).
     """
     removed = 0
-    for key in [k for k, expiry in tables.seen.items() if expiry <= now]:
+    for key in [k for k, entry in tables.seen.items() if expiry_of(entry) <= now]:
         del tables.seen[key]
         removed += 1
     dropped = 0

@@ -49,6 +49,9 @@ class Fact:
     end_date: int | None = None
     source_event_id: str = ""
     source_event_type: str = ""
+    #: A retraction record: the contact no longer has the fact `fact_id` (the other
+    #: fields say what is known of it); membership forgets it and re-decides.
+    retracted: bool = False
 
     def key(self) -> bytes:
         """Kafka key: one contact's facts share a partition (account + email)."""
@@ -58,7 +61,7 @@ class Fact:
         # Spelled out rather than `dataclasses.asdict`, which deep-copies every field
         # recursively: this runs for every fact published and every fact of a contact
         # whose state is saved (several times per event). Same keys, same order.
-        return {
+        doc: dict[str, Any] = {
             "fact_id": self.fact_id,
             "filter": self.filter,
             "account_id": self.account_id,
@@ -75,6 +78,9 @@ class Fact:
             "source_event_id": self.source_event_id,
             "source_event_type": self.source_event_type,
         }
+        if self.retracted:  # only on retractions: facts keep their shape
+            doc["retracted"] = True
+        return doc
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.to_dict())

@@ -162,6 +162,27 @@ def on_fact(
     return changes
 
 
+def on_retract(
+    state: ContactState, fact: Fact, rules: Sequence[Rule], now: int
+) -> list[MembershipChange]:
+    """A retraction: forget fact `fact.fact_id` and re-decide where it counted.
+
+    Forgetting a fact the contact does not hold changes nothing, so a retraction
+    delivered twice makes one change at most.
+    """
+    by_id = state.facts.get(fact.filter)
+    if not by_id or by_id.pop(fact.fact_id, None) is None:
+        return []
+    if not by_id:
+        del state.facts[fact.filter]
+    changes = []
+    for rule in rules:
+        change = _decide(state, rule, now, cause="fact", at=now, fact_id=fact.fact_id)
+        if change is not None:
+            changes.append(change)
+    return changes
+
+
 def on_time(state: ContactState, rules: Mapping[str, Rule], now: int) -> list[MembershipChange]:
     """The clock reached some due instants: re-evaluate exactly those segments.
 

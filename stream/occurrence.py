@@ -39,6 +39,10 @@ class Occurrence:
     #: the stream fill a `refund.created` occurrence (which names only the charge)
     #: with the email and amount it learned from that charge's own events.
     charge_id: str | None = None
+    #: A retraction: the occurrence named `fact_id` did not happen after all (a refund
+    #: that failed or was canceled, a scheduled cancellation undone). `occurred_at` is
+    #: when it was retracted.
+    retracts: bool = False
 
     def to_fact(self, account_id: str, connection_id: str, email: str) -> Fact:
         """The fact for one contact; `email` is normalized here so keys never split."""
@@ -61,6 +65,7 @@ class Occurrence:
             end_date=self.end_date,
             source_event_id=self.source_event_id,
             source_event_type=self.source_event_type,
+            retracted=self.retracts,
         )
 
 

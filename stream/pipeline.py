@@ -48,6 +48,7 @@ from stream.membership import (
     ContactState,
     hold,
     on_fact,
+    on_retract,
     on_rule,
     on_time,
     prune,
@@ -285,10 +286,13 @@ class Pipeline:
         if forgotten:
             self.metrics.history_forgotten.inc(forgotten)
         rules = ps.rules.for_fact(fact.account_id, fact.filter)
-        capped = hold(contact, fact, rules, now)
-        if capped:
-            self.metrics.history_dropped.inc(capped)
-        changes = on_fact(contact, fact, rules, now)
+        if fact.retracted:
+            changes = on_retract(contact, fact, rules, now)
+        else:
+            capped = hold(contact, fact, rules, now)
+            if capped:
+                self.metrics.history_dropped.inc(capped)
+            changes = on_fact(contact, fact, rules, now)
         self._save(ps, key, contact)
         self._publish(changes, out)
 

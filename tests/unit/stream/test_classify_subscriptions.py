@@ -226,10 +226,21 @@ def test_newest_shape_period_end_comes_from_items() -> None:
     assert scheduled.end_date == period_end
 
 
-def test_unscheduling_the_end_yields_nothing() -> None:
-    sub = subscription(cancel_at_period_end=False)
-    assert classify(updated(sub, {"cancel_at_period_end": True})) == []
-    assert classify(updated(subscription(cancel_at=None), {"cancel_at": 1})) == []
+def test_unscheduling_the_end_retracts_the_cancellation() -> None:
+    for sub, previous in ((subscription(cancel_at_period_end=False, cancel_at=None),
+                           {"cancel_at_period_end": True, "cancel_at": 5}),
+                          (subscription(cancel_at=None), {"cancel_at": 1})):
+        doc = updated(sub, previous)
+        (occ,) = classify(doc)
+        assert (occ.fact_id, occ.filter, occ.retracts, occ.occurred_at) == (
+            f"{sub['id']}:cancelled", "subscription_cancelled", True, doc["created"])
+
+
+def test_an_update_that_keeps_an_end_scheduled_retracts_nothing() -> None:
+    moved = subscription(cancel_at_period_end=False, cancel_at=9_999)
+    assert classify(updated(moved, {"cancel_at": 5_000})) == []
+    renewal = subscription(cancel_at_period_end=True, cancel_at=9_999)
+    assert classify(updated(renewal, {"current_period_end": 1})) == []
 
 
 def test_plan_change_and_scheduled_end_in_one_update_are_two_facts() -> None:

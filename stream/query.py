@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rules import Rule, evaluate, failed_conditions, matches
+from rules import Rule, evaluate, failed_conditions, is_member, matches
 from stream.changes import iso
 from stream.facts import Fact
 from stream.membership import ContactState
@@ -46,8 +46,9 @@ def preview(ps: PartitionState, contacts: Mapping[str, ContactState], rule: Rule
         if contact is None:
             continue
         facts = contact.facts_for(rule.filter)
-        # As `stream.membership._decide` decides a saved rule, to the letter.
-        if facts and evaluate(rule, facts, as_of)[0]:
+        # As `stream.membership._decide` decides a saved rule: its `evaluate(...)[0]`
+        # is `is_member` (tests/unit/rules), without the next change it also computes.
+        if facts and is_member(rule, facts, as_of):
             members.append(contact.email)
     return Preview(len(members), heapq.nsmallest(sample_size, members))
 

@@ -155,6 +155,18 @@ def rows(report: dict[str, Any]) -> list[tuple[str, list[Row]]]:
           "min": bounds.get("live_events_per_s", 10_000),
           "max": bounds.get("live_events_per_s", 10_000)}, "events/s", "", ""),
     ]))
+
+    pv = _get(report, "preview", "result", "summary") or {}
+    pv_cfg = _get(report, "preview", "result", "config") or {}
+    p99, e99 = pv.get("preview_p99_ms"), pv.get("explain_p99_ms")
+    sections.append((f"Preview and explain ({pv_cfg.get('contacts', 0):,} contacts, "
+                     f"{pv_cfg.get('partitions', '?')} partitions, 2 workers, through the "
+                     "query API)", [
+        ("preview p50", pv.get("preview_p50_ms"), "ms", "", ""),
+        ("preview p99", p99, "ms", "< 1,000", _met(p99, p99 and p99["median"] < 1000)),
+        ("explain p50", pv.get("explain_p50_ms"), "ms", "", ""),
+        ("explain p99", e99, "ms", "< 200", _met(e99, e99 and e99["median"] < 200)),
+    ]))
     return sections
 
 

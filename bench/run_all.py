@@ -45,6 +45,8 @@ FULL: dict[str, list[str]] = {
     "state": ["--contacts", "100000", "--facts-per-contact", "2", "--runs", "3"],
     "backfill": ["500", "--repeats", "3"],
     "rules": ["--runs", "9"],
+    "preview": ["--contacts", "100000", "--partitions", "8", "--previews", "200",
+                "--explains", "1000", "--runs", "3"],
 }
 QUICK: dict[str, list[str]] = {
     "profile": ["--contacts", "5000", "--runs", "1", "--no-peer", "--profile", PROFILE_DIR],
@@ -58,12 +60,15 @@ QUICK: dict[str, list[str]] = {
     "state": ["--contacts", "10000", "--facts-per-contact", "2", "--runs", "3"],
     "backfill": ["100", "--repeats", "3"],
     "rules": ["--runs", "3"],
+    "preview": ["--contacts", "10000", "--partitions", "8", "--previews", "50",
+                "--explains", "200", "--runs", "3"],
 }
 SCRIPTS = {"profile": "bench_throughput.py", "throughput": "bench_throughput.py",
            "classify": "bench_classify.py", "logic": "bench_logic.py",
            "latency": "bench_latency.py", "scaleout": "bench_scaleout.py",
            "state": "bench_state.py",
-           "backfill": "bench_backfill.py", "rules": "bench_rules.py"}
+           "backfill": "bench_backfill.py", "rules": "bench_rules.py",
+           "preview": "bench_preview.py"}
 
 
 def run_rules(argv: list[str]) -> dict[str, Any]:
@@ -106,6 +111,7 @@ def runners() -> dict[str, Callable[[list[str]], dict[str, Any]]]:
         bench_classify,
         bench_latency,
         bench_logic,
+        bench_preview,
         bench_scaleout,
         bench_state,
         bench_throughput,
@@ -114,7 +120,8 @@ def runners() -> dict[str, Callable[[list[str]], dict[str, Any]]]:
     return {"rules": run_rules, "backfill": run_backfill, "profile": run_profile,
             "throughput": bench_throughput.main, "latency": bench_latency.main,
             "classify": bench_classify.main, "logic": bench_logic.main,
-            "scaleout": bench_scaleout.main, "state": bench_state.main}
+            "scaleout": bench_scaleout.main, "state": bench_state.main,
+            "preview": bench_preview.main}
 
 
 def run_profile(argv: list[str]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ share one definition of what a rule means.
 
     rule = parse_rule(doc)                    # raises RuleError listing every problem
     matches(rule, fact, now)                  # one fact
+    failed_conditions(rule, fact, now)        # which of its conditions that fact fails
     is_member(rule, facts, now)               # one contact
     next_change(rule, facts, now)             # when the clock alone flips is_member
     evaluate(rule, facts, now)                # both at once (the stream's hot path)
@@ -15,7 +16,7 @@ units in rules.
 """
 
 from rules.errors import FieldError, RuleError
-from rules.evaluate import evaluate, is_member, matches, next_change
+from rules.evaluate import evaluate, failed_conditions, is_member, matches, next_change
 from rules.fact import FactView
 from rules.index import RuleIndex
 from rules.model import Rule
@@ -31,6 +32,7 @@ __all__ = [
     "RuleError",
     "RuleIndex",
     "evaluate",
+    "failed_conditions",
     "is_member",
     "matches",
     "next_change",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from rules.conditions import CountCondition
 from rules.fact import FactView
 from rules.model import Rule
 
@@ -29,6 +30,21 @@ def matches(rule: Rule, fact: FactView, now: int) -> bool:
         if not condition.holds(fact, now):
             return False
     return True
+
+
+def failed_conditions(rule: Rule, fact: FactView, now: int) -> tuple[int, ...]:
+    """Indexes into `rule.conditions` of the conditions this fact fails at `now`: what
+    "why is (or isn't) this contact a member" shows per fact.
+
+    Only conditions on one fact are tested; `occurrences` (about the contact's count,
+    not one fact) never appears. For a fact of the rule's account and filter,
+    `matches(rule, fact, now)` is exactly `not failed_conditions(rule, fact, now)`.
+    """
+    return tuple(
+        index
+        for index, condition in enumerate(rule.conditions)
+        if not isinstance(condition, CountCondition) and not condition.holds(fact, now)
+    )
 
 
 def is_member(rule: Rule, facts: Iterable[FactView], now: int) -> bool:

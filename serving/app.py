@@ -12,7 +12,7 @@ from aiohttp import web
 
 from common.auth import TokenVerifier, auth_middleware
 from common.http import expect_handler
-from serving import api
+from serving import api, interactive
 from serving import web as page
 from serving.change_feed import Feed
 from serving.metrics import ServingMetrics
@@ -25,8 +25,9 @@ OPEN_ROUTES = ("/healthz", "/metrics", "/", "/static/{name}")
 
 
 def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
-              verifier: TokenVerifier) -> web.Application:
-    """The query API over the read model in `redis` (keys of `ns`), and its web page."""
+              verifier: TokenVerifier, *, partitions: int = 8) -> web.Application:
+    """The query API over the read model in `redis` (keys of `ns`), and its web page;
+    preview and explain ask the workers serving the `partitions` partitions."""
     app = web.Application(middlewares=[api.observe, auth_middleware(verifier, OPEN_ROUTES)])
     app[api.READER] = ReadModelReader(redis, ns)
     app[api.METRICS] = metrics_
@@ -42,5 +43,7 @@ def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
         ("/metrics", api.metrics),
     ):
         app.router.add_get(path, handler, expect_handler=expect_handler)
+    # Answered from the workers' state, not the read model (`serving.interactive`).
+    interactive.add_routes(app, redis, ns.prefix, partitions)
     page.add_routes(app)
     return app

@@ -53,7 +53,8 @@ class ApiProcess:
         self.ns = Namespace(settings.topic_prefix)
         self.feed = Feed(self.redis, self.ns.feed, self.metrics)
         self.agent = ReadModelAgent(settings, self.redis, self.metrics) if read_model else None
-        self.app = build_app(self.redis, self.ns, self.metrics, self.feed, verifier)
+        self.app = build_app(self.redis, self.ns, self.metrics, self.feed, verifier,
+                             partitions=settings.partitions)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -41,12 +41,34 @@ def register(sub: Any) -> None:
     parser.add_argument("--metrics-host", default="127.0.0.1",
                         help="interface of the metrics port (default 127.0.0.1; 0.0.0.0 "
                              "in a container)")
+    parser.add_argument("--query-port", type=int,
+                        default=_int_env("SEGMENTS_WORKER_QUERY_PORT", 0),
+                        help="port of the worker's query endpoint, which serves preview "
+                             "and explain over the partitions it owns (default: "
+                             "SEGMENTS_WORKER_QUERY_PORT, else any free port; it is "
+                             "advertised in Redis)")
+    parser.add_argument("--query-host",
+                        default=os.environ.get("SEGMENTS_WORKER_QUERY_HOST") or "127.0.0.1",
+                        help="interface of the query endpoint (default: "
+                             "SEGMENTS_WORKER_QUERY_HOST, else 127.0.0.1)")
+    parser.add_argument("--query-advertised-host",
+                        default=os.environ.get("SEGMENTS_WORKER_QUERY_ADVERTISED_HOST"),
+                        help="host name the query API reaches this worker by (default: "
+                             "the query host, or this machine's name when it is 0.0.0.0)")
+    parser.add_argument("--no-query", action="store_true",
+                        help="serve no queries (preview and explain then answer 503)")
     parser.add_argument("--loglevel", default=None,
                         help="log level (default: SEGMENTS_LOG_LEVEL, else info)")
     parser.set_defaults(func=run)
 
 
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
 def run(args: argparse.Namespace) -> int:
+    from common.auth import AuthConfigError, resolve_verifier
     from common.topics import ensure_topics
     from segments.email_lookup import connector_email_lookup
     from stream.app import StreamOptions, create_app
@@ -64,9 +86,19 @@ def run(args: argparse.Namespace) -> int:
         **extra,
     )
     app = create_app(settings, options)
+    verifier = None
+    if not args.no_query:
+        try:
+            verifier = resolve_verifier(settings)
+        except AuthConfigError as exc:
+            log.error("cannot start: %s", exc)
+            return 2
     if args.metrics_port is not None:
         serve_metrics(app, settings, args.metrics_host, args.metrics_port)
-    return asyncio.run(serve(app))
+    query = None if verifier is None else {
+        "verifier": verifier, "host": args.query_host, "port": args.query_port,
+        "advertised_host": args.query_advertised_host}
+    return asyncio.run(serve(app, settings, query))
 
 
 def serve_metrics(app: Any, settings: Settings, host: str, port: int) -> None:
@@ -81,14 +113,26 @@ def serve_metrics(app: Any, settings: Settings, host: str, port: int) -> None:
     start_http_server(port, addr=host, registry=registry)
 
 
-async def serve(app: Any) -> int:
-    """Run until SIGTERM/SIGINT (a clean stop) or a processing failure (exit 1)."""
+async def serve(app: Any, settings: Settings | None = None,
+                query: dict[str, Any] | None = None) -> int:
+    """Run until SIGTERM/SIGINT (a clean stop) or a processing failure (exit 1); with
+    `query`, also the worker's query endpoint (`stream.query_server`)."""
+    from redis.asyncio import Redis
+
+    from stream.query_server import QueryServer
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
     log.info("worker started (group %s)", app.group_id)
+    server = None
+    if query is not None and settings is not None:
+        server = QueryServer(app, settings, query["verifier"],
+                             Redis.from_url(settings.redis_url), host=query["host"],
+                             port=query["port"], advertised_host=query["advertised_host"])
+        await server.start()
     stopped = asyncio.create_task(stop.wait())
     failed = asyncio.create_task(app.wait())
     await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
@@ -101,4 +145,7 @@ async def serve(app: Any) -> int:
         log.info("stopping: committing what was processed")
         return 0
     finally:
+        if server is not None:
+            await server.stop()
+            await server.redis.aclose()
         await app.stop()

@@ -12,12 +12,14 @@ from aiohttp import web
 
 from common.auth import TokenVerifier, auth_middleware
 from common.http import expect_handler
-from serving import api
+from common.settings import Settings
+from serving import api, openapi, rules_api
 from serving import web as page
 from serving.change_feed import Feed
 from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
 from serving.read_model_query import ReadModelReader
+from serving.status_table import StatusTable
 
 #: Routes answered without a token: health, metrics and the page's assets carry no
 #: account's data (the page's data calls and `/events` need the token).
@@ -25,8 +27,10 @@ OPEN_ROUTES = ("/healthz", "/metrics", "/", "/static/{name}")
 
 
 def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
-              verifier: TokenVerifier) -> web.Application:
-    """The query API over the read model in `redis` (keys of `ns`), and its web page."""
+              verifier: TokenVerifier, *, settings: Settings,
+              status: StatusTable) -> web.Application:
+    """The query API over the read model in `redis` (keys of `ns`), and its web page;
+    rules are written to Kafka (`settings`), statuses come from `status`."""
     app = web.Application(middlewares=[api.observe, auth_middleware(verifier, OPEN_ROUTES)])
     app[api.READER] = ReadModelReader(redis, ns)
     app[api.METRICS] = metrics_
@@ -42,5 +46,9 @@ def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
         ("/metrics", api.metrics),
     ):
         app.router.add_get(path, handler, expect_handler=expect_handler)
+    # Rules over HTTP (issue 17): writes, segment status, the OpenAPI document.
+    app[api.STATUS] = status
+    rules_api.add_routes(app, settings)
+    app.router.add_get("/openapi.json", openapi.serve, expect_handler=expect_handler)
     page.add_routes(app)
     return app

@@ -23,6 +23,10 @@ RULES_TOPIC = "segments.rules"
 MEMBERSHIP_TOPIC = "segments.membership"
 #: Current state per member, compacted: rebuilds the whole picture.
 MEMBERS_TOPIC = "segments.members"
+#: Per (account, segment, membership partition): the rule version that partition has
+#: computed from the history it holds (compacted, one partition; the query API reads it
+#: to answer a segment's `status`, see stream/status.py).
+STATUS_TOPIC = "segments.status"
 #: Internal: rule changes fanned out to every membership partition, and clock ticks.
 CONTROL_TOPIC = "segments.control"
 #: Internal repartition topic: charges' payers and refunds to attribute, keyed by
@@ -65,6 +69,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(RULES_TOPIC, compacted=True, single_partition=True),
     TopicSpec(MEMBERSHIP_TOPIC, retention_ms=7 * DAY_MS),
     TopicSpec(MEMBERS_TOPIC, compacted=True),
+    TopicSpec(STATUS_TOPIC, compacted=True, single_partition=True),
     TopicSpec(CONTROL_TOPIC, retention_ms=DAY_MS),
     TopicSpec(BY_CHARGE_TOPIC, retention_ms=7 * DAY_MS),
     *(TopicSpec(state_topic(name), compacted=True) for name in STATE_NAMES),

@@ -2,8 +2,8 @@
 
 A rule is checked completely before it is rejected, so the user who built it in Center's
 UI sees every problem at once rather than fixing them one round trip at a time. Each
-problem names the place in the document (`conditions[2].value`) and a reason precise
-enough to act on.
+problem names the place in the document as a JSON Pointer (RFC 6901:
+`/conditions/2/value`, "" for the document itself) and a reason precise enough to act on.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from common.errors import SegmentsError
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
-    """One problem: where in the document (a JSON-path-like string) and why.
+    """One problem: where in the document (a JSON Pointer) and why.
 
-    `path` is "" for the document itself, otherwise e.g. `filter`, `timezone`,
-    `conditions[2].value`, `conditions[0].value[1]`.
+    `path` is "" for the document itself, otherwise e.g. `/filter`, `/timezone`,
+    `/conditions/2/value`, `/conditions/0/value/1`.
     """
 
     path: str
@@ -28,7 +28,13 @@ class FieldError:
         return f"{self.path or '(rule)'}: {self.reason}"
 
     def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "reason": self.reason}
+        """The HTTP API's form: `{"path": JSON Pointer, "message": reason}`."""
+        return {"path": self.path, "message": self.reason}
+
+
+def pointer(base: str, *tokens: str | int) -> str:
+    """`base` (a JSON Pointer) extended by `tokens`, each escaped as RFC 6901 says."""
+    return base + "".join("/" + str(t).replace("~", "~0").replace("/", "~1") for t in tokens)
 
 
 class RuleError(SegmentsError, ValueError):

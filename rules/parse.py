@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from rules.conditions import Condition, MoneyCondition
 from rules.dates import load_zone
-from rules.errors import FieldError, RuleError
+from rules.errors import FieldError, RuleError, pointer
 from rules.model import Rule
 from rules.values import (
     Errors,
@@ -68,7 +68,8 @@ def parse_rule(doc: object) -> Rule:
     conditions = _conditions(doc, filter_, zone, errors)
     for key in doc:
         if key not in TOP_LEVEL_KEYS:
-            errors.append(FieldError(str(key), f"unknown key (expected {listing(TOP_LEVEL_KEYS)})"))
+            reason = f"unknown key (expected {listing(TOP_LEVEL_KEYS)})"
+            errors.append(FieldError(pointer("", str(key)), reason))
     if errors or filter_ is None:
         raise RuleError(errors)
     return Rule(rule_id, account_id, name, filter_, conditions, zone_name, version)
@@ -87,48 +88,49 @@ def parse_rule_json(raw: str | bytes) -> Rule:
 
 
 def _identifier(doc: Mapping[str, object], key: str, errors: Errors) -> str:
+    where = pointer("", key)
     if key not in doc:
-        errors.append(FieldError(key, "is required"))
+        errors.append(FieldError(where, "is required"))
         return ""
     value = doc[key]
     if not isinstance(value, str):
-        errors.append(FieldError(key, f"must be a string, got {json_kind(value)}"))
+        errors.append(FieldError(where, f"must be a string, got {json_kind(value)}"))
         return ""
     if not value:
-        errors.append(FieldError(key, "must not be empty"))
+        errors.append(FieldError(where, "must not be empty"))
     elif len(value) > 128:
-        errors.append(FieldError(key, f"must be at most 128 characters, got {len(value)}"))
+        errors.append(FieldError(where, f"must be at most 128 characters, got {len(value)}"))
     elif not _ID.fullmatch(value):
-        errors.append(FieldError(key, "may only contain letters, digits, '.', '_' and '-'"))
+        errors.append(FieldError(where, "may only contain letters, digits, '.', '_' and '-'"))
     return value
 
 
 def _name(doc: Mapping[str, object], errors: Errors) -> str:
     if "name" not in doc:
-        errors.append(FieldError("name", "is required"))
+        errors.append(FieldError("/name", "is required"))
         return ""
     value = doc["name"]
     if not isinstance(value, str):
-        errors.append(FieldError("name", f"must be a string, got {json_kind(value)}"))
+        errors.append(FieldError("/name", f"must be a string, got {json_kind(value)}"))
         return ""
     if not value.strip():
-        errors.append(FieldError("name", "must not be empty"))
+        errors.append(FieldError("/name", "must not be empty"))
     elif len(value) > MAX_NAME_LENGTH:
-        errors.append(FieldError("name", f"must be at most {MAX_NAME_LENGTH} characters"))
+        errors.append(FieldError("/name", f"must be at most {MAX_NAME_LENGTH} characters"))
     return value
 
 
 def _filter(doc: Mapping[str, object], errors: Errors) -> str | None:
     if "filter" not in doc:
-        errors.append(FieldError("filter", "is required"))
+        errors.append(FieldError("/filter", "is required"))
         return None
     value = doc["filter"]
     if not isinstance(value, str):
-        errors.append(FieldError("filter", f"must be a string, got {json_kind(value)}"))
+        errors.append(FieldError("/filter", f"must be a string, got {json_kind(value)}"))
         return None
     if value not in FILTERS:
         errors.append(
-            FieldError("filter", f'unknown filter "{value}" (expected {listing(FILTERS)})')
+            FieldError("/filter", f'unknown filter "{value}" (expected {listing(FILTERS)})')
         )
         return None
     return value
@@ -139,7 +141,7 @@ def _timezone(doc: Mapping[str, object], errors: Errors) -> tuple[str, ZoneInfo]
     try:
         zone = load_zone(value)
     except ValueError as exc:
-        errors.append(FieldError("timezone", str(exc)))
+        errors.append(FieldError("/timezone", str(exc)))
         return DEFAULT_TIMEZONE, _UTC
     return str(value), zone
 
@@ -147,7 +149,7 @@ def _timezone(doc: Mapping[str, object], errors: Errors) -> tuple[str, ZoneInfo]
 def _version(doc: Mapping[str, object], errors: Errors) -> int:
     value = doc.get("version", 1)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        errors.append(FieldError("version", "must be a whole number >= 1"))
+        errors.append(FieldError("/version", "must be a whole number >= 1"))
         return 1
     return value
 
@@ -159,24 +161,24 @@ def _conditions(
     doc: Mapping[str, object], filter_: str | None, zone: ZoneInfo, errors: Errors
 ) -> tuple[Condition, ...]:
     if "conditions" not in doc:
-        errors.append(FieldError("conditions", "is required"))
+        errors.append(FieldError("/conditions", "is required"))
         return ()
     items = doc["conditions"]
     if not isinstance(items, list):
-        errors.append(FieldError("conditions", f"must be a list, got {json_kind(items)}"))
+        errors.append(FieldError("/conditions", f"must be a list, got {json_kind(items)}"))
         return ()
     if len(items) > MAX_CONDITIONS:
-        errors.append(FieldError("conditions", f"at most {MAX_CONDITIONS} conditions"))
+        errors.append(FieldError("/conditions", f"at most {MAX_CONDITIONS} conditions"))
     parsed: list[Condition] = []
     money: list[tuple[str, MoneyCondition]] = []
     found: Errors = []
     for index, item in enumerate(items):
-        path = f"conditions[{index}]"
+        path = pointer("", "conditions", index)
         condition = _condition(item, path, filter_, zone, found)
         if condition is not None:
             parsed.append(condition)
             if isinstance(condition, MoneyCondition):
-                money.append((f"{path}.value", condition))
+                money.append((pointer(path, "value"), condition))
     check_money_places(money, pinned_currencies(parsed), found)
     # Precision is checked after all conditions are read (it depends on the currency
     # conditions); a stable sort puts its errors back under their own condition.
@@ -186,10 +188,10 @@ def _conditions(
 
 
 def _condition_index(path: str) -> int:
-    """N of a path "conditions[N]..." (0 for the list itself)."""
-    head, _, rest = path.partition("[")
-    number = rest.partition("]")[0]
-    return int(number) if head == "conditions" and number.isdigit() else 0
+    """N of a path "/conditions/N/..." (0 for the list itself)."""
+    parts = path.split("/")
+    is_condition = len(parts) > 2 and parts[1] == "conditions" and parts[2].isdigit()
+    return int(parts[2]) if is_condition else 0
 
 
 def _condition(
@@ -201,15 +203,16 @@ def _condition(
         return None
     for key in item:
         if key not in CONDITION_KEYS:
-            errors.append(FieldError(f"{path}.{key}", "unknown key (expected field, op, value)"))
+            reason = "unknown key (expected field, op, value)"
+            errors.append(FieldError(pointer(path, str(key)), reason))
     for key in CONDITION_KEYS:
         if key not in item:
-            errors.append(FieldError(f"{path}.{key}", "is required"))
+            errors.append(FieldError(pointer(path, str(key)), "is required"))
     field = _field(item, path, filter_, errors)
     op = _op(item, path, field, errors)
     if field is None or op is None or "value" not in item:
         return None
-    value, value_path = item["value"], f"{path}.value"
+    value, value_path = item["value"], pointer(path, "value")
     kind = FIELDS[field]
     if kind == "money":
         return money_condition(field, op, value, value_path, errors)
@@ -229,18 +232,19 @@ def _field(
         return None
     field = item["field"]
     if not isinstance(field, str):
-        errors.append(FieldError(f"{path}.field", f"must be a string, got {json_kind(field)}"))
+        reason = f"must be a string, got {json_kind(field)}"
+        errors.append(FieldError(pointer(path, "field"), reason))
         return None
     if field not in FIELDS:
         reason = f'unknown field "{field}" (expected {listing(tuple(FIELDS))})'
-        errors.append(FieldError(f"{path}.field", reason))
+        errors.append(FieldError(pointer(path, "field"), reason))
         return None
     allowed = FIELD_FILTERS[field]
     if filter_ is not None and filter_ not in allowed:
         noun = "filter" if len(allowed) == 1 else "filters"
         quoted = ", ".join(f'"{name}"' for name in allowed)
         reason = f"{field} is only allowed with {noun} {quoted}"
-        errors.append(FieldError(f"{path}.field", reason))
+        errors.append(FieldError(pointer(path, "field"), reason))
     return field
 
 
@@ -249,16 +253,16 @@ def _op(item: Mapping[str, object], path: str, field: str | None, errors: Errors
         return None
     op = item["op"]
     if not isinstance(op, str):
-        errors.append(FieldError(f"{path}.op", f"must be a string, got {json_kind(op)}"))
+        errors.append(FieldError(pointer(path, "op"), f"must be a string, got {json_kind(op)}"))
         return None
     if op not in _ALL_OPS:
-        errors.append(FieldError(f"{path}.op", f'unknown op "{op}"'))
+        errors.append(FieldError(pointer(path, "op"), f'unknown op "{op}"'))
         return None
     if field is None:
         return None
     allowed = OPS[FIELDS[field]]
     if op not in allowed:
         reason = f'op "{op}" not allowed for field "{field}" (allowed: {listing(allowed)})'
-        errors.append(FieldError(f"{path}.op", reason))
+        errors.append(FieldError(pointer(path, "op"), reason))
         return None
     return op

@@ -24,7 +24,7 @@ from rules.conditions import (
 )
 from rules.currencies import ISO_4217, exponent
 from rules.dates import parse_date
-from rules.errors import FieldError
+from rules.errors import FieldError, pointer
 from rules.money import format_major, parse_major, places
 from rules.vocabulary import LIST_OPS, MAX_COUNT, MAX_PLAN_ID_LENGTH, RELATIVE_OPS, UNITS
 
@@ -69,7 +69,8 @@ def money_condition(
         if pair is None:
             errors.append(FieldError(path, '"between" needs two amounts, low <= high'))
             return None
-        low, high = _amount(pair[0], f"{path}[0]", errors), _amount(pair[1], f"{path}[1]", errors)
+        low, high = (_amount(pair[0], pointer(path, 0), errors),
+                     _amount(pair[1], pointer(path, 1), errors))
         if low is None or high is None:
             return None
         if low > high:
@@ -120,7 +121,7 @@ def check_money_places(
         between = len(condition.values) > 1
         for index, amount in enumerate(condition.values):
             if places(amount) > digits:
-                where = f"{path}[{index}]" if between else path
+                where = pointer(path, index) if between else path
                 reason = (
                     f'"{format_major(amount)}" has more decimal places than '
                     f"{code.upper()} allows ({digits})"
@@ -134,7 +135,8 @@ def count_condition(op: str, value: object, path: str, errors: Errors) -> CountC
         if pair is None:
             errors.append(FieldError(path, '"between" needs two counts, low <= high'))
             return None
-        low, high = _whole(pair[0], f"{path}[0]", errors), _whole(pair[1], f"{path}[1]", errors)
+        low, high = (_whole(pair[0], pointer(path, 0), errors),
+                     _whole(pair[1], pointer(path, 1), errors))
         if low is None or high is None:
             return None
         if low > high:
@@ -165,7 +167,7 @@ def _strings(
         if not isinstance(value, list) or not value:
             errors.append(FieldError(path, f'op "{op}" needs a non-empty list of {noun}s'))
             return None
-        items = [check(item, f"{path}[{index}]", errors) for index, item in enumerate(value)]
+        items = [check(item, pointer(path, index), errors) for index, item in enumerate(value)]
     elif isinstance(value, list):
         listed = "in" if op == "is" else "not_in"
         errors.append(FieldError(path, f'op "{op}" takes one {noun}; use "{listed}" for a list'))
@@ -207,7 +209,8 @@ def _calendar(
         if pair is None:
             errors.append(FieldError(path, '"between" needs two dates, first <= second'))
             return None
-        first, second = _day(pair[0], f"{path}[0]", errors), _day(pair[1], f"{path}[1]", errors)
+        first, second = (_day(pair[0], pointer(path, 0), errors),
+                         _day(pair[1], pointer(path, 1), errors))
         if first is None or second is None:
             return None
         if first > second:
@@ -238,21 +241,23 @@ def _relative(
         return None
     for key in value:
         if key not in ("count", "unit"):
-            errors.append(FieldError(f"{path}.{key}", "unknown key (expected count, unit)"))
+            reason = "unknown key (expected count, unit)"
+            errors.append(FieldError(pointer(path, str(key)), reason))
     count, unit = value.get("count"), value.get("unit")
     valid = True
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        errors.append(FieldError(f"{path}.count", "must be a whole number >= 1"))
+        errors.append(FieldError(pointer(path, "count"), "must be a whole number >= 1"))
         valid = False
     if not isinstance(unit, str) or unit not in UNITS:
         shown = f'"{unit}"' if isinstance(unit, str) else json_kind(unit)
         reason = f"unknown unit {shown} (expected {listing(UNITS)})"
-        errors.append(FieldError(f"{path}.unit", reason))
+        errors.append(FieldError(pointer(path, "unit"), reason))
         valid = False
     if not valid or not isinstance(count, int) or not isinstance(unit, str):
         return None
     if count > MAX_COUNT[unit]:
-        errors.append(FieldError(f"{path}.count", f"at most {MAX_COUNT[unit]} {unit} (100 years)"))
+        reason = f"at most {MAX_COUNT[unit]} {unit} (100 years)"
+        errors.append(FieldError(pointer(path, "count"), reason))
         return None
     return RelativeCondition(field, op, count, unit, zone)
 

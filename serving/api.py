@@ -1,7 +1,8 @@
 """The query API (aiohttp): who is in a segment now, and a contact's segments.
 
-    GET /accounts/{account_id}/segments                segments with member counts
-    GET /accounts/{account_id}/segments/{segment_id}   rule and member count
+    GET /accounts/{account_id}/segments                segments: rule, member count, status
+    GET /accounts/{account_id}/segments/{segment_id}   rule, member count and status
+    PUT|DELETE /accounts/{account_id}/segments/{segment_id}   (`serving.rules_api`)
     GET /accounts/{account_id}/segments/{segment_id}/members?cursor=&limit=
     GET /accounts/{account_id}/contacts/{email}/segments
     GET /segments?account_id=                          every account's (admin only)
@@ -28,7 +29,8 @@ from serving.change_feed import Feed
 from serving.errors import ServingError
 from serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
 from serving.read_model import valid_id
-from serving.read_model_query import BadCursor, ReadModelReader, decode_cursor
+from serving.read_model_query import BadCursor, ReadModelReader, Segment, decode_cursor
+from serving.status_table import StatusTable
 from stream.facts import normalize_email
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ READER = web.AppKey("reader", ReadModelReader)
 METRICS = web.AppKey("metrics", ServingMetrics)
 FEED = web.AppKey("feed", Feed)
 REDIS: web.AppKey[Any] = web.AppKey("redis")
+STATUS = web.AppKey("status", StatusTable)
 
 class ApiError(ServingError):
     def __init__(self, status: int, message: str) -> None:
@@ -129,12 +132,23 @@ async def path_segment(request: web.Request) -> tuple[str, str]:
     return account_id, segment_id
 
 
+def segment_doc(request: web.Request, segment: Segment) -> dict[str, Any]:
+    """The segment's answer: the read model's, and `status` (`serving.status_table`)."""
+    doc = segment.to_dict()
+    rule = segment.rule or {}
+    version = rule.get("version", 1) if segment.rule is not None else None
+    doc["status"] = request.app[STATUS].status(segment.account_id, segment.segment_id,
+                                               version if isinstance(version, int) else None)
+    return doc
+
+
 async def _segments_doc(request: web.Request, account_id: str | None) -> web.Response:
     """`seq` (read first) marks what this snapshot includes for sure."""
     reader = request.app[READER]
     seq = await reader.last_seq()
     segments = await reader.segments(account_id)
-    return json_response({"segments": [s.to_dict() for s in segments], "seq": seq})
+    return json_response({"segments": [segment_doc(request, s) for s in segments],
+                          "seq": seq})
 
 
 async def list_all_segments(request: web.Request) -> web.Response:
@@ -154,7 +168,7 @@ async def get_segment(request: web.Request) -> web.Response:
     segment = await request.app[READER].segment(account_id, segment_id)
     if segment is None:  # deleted between the two reads
         raise not_found(account_id, segment_id)
-    return json_response(segment.to_dict())
+    return json_response(segment_doc(request, segment))
 
 
 async def get_members(request: web.Request) -> web.Response:

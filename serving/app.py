@@ -12,12 +12,14 @@ from aiohttp import web
 
 from common.auth import TokenVerifier, auth_middleware
 from common.http import expect_handler
-from serving import api, interactive
+from common.settings import Settings
+from serving import api, interactive, openapi, rules_api
 from serving import web as page
 from serving.change_feed import Feed
 from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
 from serving.read_model_query import ReadModelReader
+from serving.status_table import StatusTable
 
 #: Routes answered without a token: health, metrics and the page's assets carry no
 #: account's data (the page's data calls and `/events` need the token).
@@ -25,9 +27,11 @@ OPEN_ROUTES = ("/healthz", "/metrics", "/", "/static/{name}")
 
 
 def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
-              verifier: TokenVerifier, *, partitions: int = 8) -> web.Application:
+              verifier: TokenVerifier, *, settings: Settings,
+              status: StatusTable) -> web.Application:
     """The query API over the read model in `redis` (keys of `ns`), and its web page;
-    preview and explain ask the workers serving the `partitions` partitions."""
+    rules are written to Kafka (`settings`), statuses come from `status`, and preview
+    and explain ask the workers serving the `settings.partitions` partitions."""
     app = web.Application(middlewares=[api.observe, auth_middleware(verifier, OPEN_ROUTES)])
     app[api.READER] = ReadModelReader(redis, ns)
     app[api.METRICS] = metrics_
@@ -43,7 +47,11 @@ def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
         ("/metrics", api.metrics),
     ):
         app.router.add_get(path, handler, expect_handler=expect_handler)
+    # Rules over HTTP (issue 17): writes, segment status, the OpenAPI document.
+    app[api.STATUS] = status
+    rules_api.add_routes(app, settings)
+    app.router.add_get("/openapi.json", openapi.serve, expect_handler=expect_handler)
     # Answered from the workers' state, not the read model (`serving.interactive`).
-    interactive.add_routes(app, redis, ns.prefix, partitions)
+    interactive.add_routes(app, redis, ns.prefix, settings.partitions)
     page.add_routes(app)
     return app

@@ -21,12 +21,13 @@ from redis.exceptions import RedisError
 
 from common.auth import AuthConfigError, TokenVerifier, resolve_verifier
 from common.settings import Settings
-from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC, TOPICS, ensure_topics
+from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC, STATUS_TOPIC, TOPICS, ensure_topics
 from serving.app import build_app
 from serving.change_feed import Feed
 from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
 from serving.read_model_agent import ReadModelAgent
+from serving.status_table import StatusTable
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ class ApiProcess:
         self.ns = Namespace(settings.topic_prefix)
         self.feed = Feed(self.redis, self.ns.feed, self.metrics)
         self.agent = ReadModelAgent(settings, self.redis, self.metrics) if read_model else None
+        self.status = StatusTable(settings)
         self.app = build_app(self.redis, self.ns, self.metrics, self.feed, verifier,
-                             partitions=settings.partitions)
+                             settings=settings, status=self.status)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -66,7 +68,7 @@ class ApiProcess:
 
     async def start(self) -> None:
         if self.agent is not None:
-            wanted = (MEMBERSHIP_TOPIC, RULES_TOPIC)
+            wanted = (MEMBERSHIP_TOPIC, RULES_TOPIC, STATUS_TOPIC)
             await ensure_topics(self.settings, tuple(s for s in TOPICS if s.name in wanted))
         feed = asyncio.create_task(self.feed.run(), name="feed")
         self._tasks.append(feed)
@@ -77,6 +79,7 @@ class ApiProcess:
             feed.result()
         if self.agent is not None:
             self._tasks.append(asyncio.create_task(self.agent.run(), name="read-model"))
+        self._tasks.append(asyncio.create_task(self.status.run(), name="status"))
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
@@ -92,10 +95,11 @@ class ApiProcess:
     async def stop(self) -> None:
         if self.agent is not None:
             self.agent.stop()
+        self.status.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         for task in self._tasks:
-            if task.get_name() != "read-model":
+            if task.get_name() not in ("read-model", "status"):
                 task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):

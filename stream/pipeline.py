@@ -11,7 +11,8 @@ Partition number p of every source topic is handled by one task (see
 - `segments.rules` (one partition) → one control message per partition, so every
   membership partition applies each rule change exactly once, in order with its facts;
 - `stripe.facts` and `segments.control` → membership: changes to
-  `segments.membership` and each member's state to `segments.members`;
+  `segments.membership` and each member's state to `segments.members`; once a
+  partition has applied a rule change, its marker to `segments.status` (stream.status);
 - `tick` (every tick interval, per partition): timers of relative windows fire and old
   dedup entries are swept, inside the partition's transaction like everything else.
 """
@@ -35,12 +36,13 @@ from common.topics import (
     MEMBERS_TOPIC,
     MEMBERSHIP_TOPIC,
     RULES_TOPIC,
+    STATUS_TOPIC,
     state_topic,
 )
 from connectors.contract import ContractError, RawEvent
 from rules import RuleError
 from stream.attribution import ByChargeDecodeError, ChargeJoin, JoinTables, sweep_join
-from stream.changes import MembershipChange, member_key, member_state
+from stream.changes import MembershipChange, iso, member_key, member_state
 from stream.classify import ClassifyError
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
 from stream.facts import Fact, FactDecodeError
@@ -59,6 +61,7 @@ from stream.options import StreamOptions
 from stream.partition_state import PartitionState, rule_from_doc
 from stream.runtime import Outbox
 from stream.state import JSON, RAW, Codec, State, compact, recover_all
+from stream.status import StatusMarker
 
 log = logging.getLogger(__name__)
 #: How often each classify partition forgets dedup entries past their window.
@@ -85,6 +88,7 @@ class Pipeline:
         self.membership_topic = topic(MEMBERSHIP_TOPIC)
         self.members_topic = topic(MEMBERS_TOPIC)
         self.by_charge_topic = topic(BY_CHARGE_TOPIC)
+        self.status_topic = topic(STATUS_TOPIC)
         self.topics: Sequence[str] = [self.events_topic, self.by_charge_topic,
                                       self.rules_topic]
         if options.membership:
@@ -320,6 +324,7 @@ class Pipeline:
         account_id, rule_id = split(rule_key, 2)
         now = self.clock()
         new = None
+        version = None
         rules = self.partition_rules.view(ps.partition)
         if doc is not None:
             raw = compact(orjson.dumps(doc))  # kept per partition: exact size
@@ -330,6 +335,7 @@ class Pipeline:
                 return
             old = ps.add_rule(new)
             rules[rule_key] = raw
+            version = new.version
         else:
             old = ps.remove_rule(account_id, rule_id)
             rules.pop(rule_key, None)
@@ -343,3 +349,7 @@ class Pipeline:
             if (contact.members, contact.due) != before:
                 self._save(ps, key, contact)
             self._publish(changes, out)
+        # This partition has computed the rule from its history: say so, in the same
+        # transaction as the changes above (the segment's `status`, stream.status).
+        marker = StatusMarker(account_id, rule_id, ps.partition, version, iso(now))
+        out.send(self.status_topic, marker.key(), marker.to_bytes(), 0)

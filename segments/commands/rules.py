@@ -1,6 +1,6 @@
 """`segments rules add|list|show|delete`: administer segment rules on Kafka.
 
-Rules live on the compacted `segments.rules` topic (see `segments.rules_admin`); every
+Rules live on the compacted `segments.rules` topic (see `serving.rules_store`); every
 change increments the rule's `version`, and `delete` publishes a tombstone.
 Exit codes: 0 done, 1 not found or Kafka unreachable, 2 invalid input.
 """

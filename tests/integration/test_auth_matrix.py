@@ -119,6 +119,7 @@ QUERY_ROUTES = [
     ("/accounts/{account_id}/contacts/{email}/segments",
      "/accounts/acme/contacts/ann@acme.example/segments", 200, 404),
     ("/events", "/events?account_id=acme", 200, 404),
+    ("/openapi.json (no account's data)", "/openapi.json", 200, 200),
     ("/segments (admin only)", "/segments", 403, 403),
 ]
 
@@ -153,6 +154,39 @@ async def test_query_api_matrix(served: tuple[ApiProcess, Feeder]) -> None:
                 problems.append(f"GET {path} without a token: {status}, expected 200")
         status, got, body = await call(http, "GET", api.url + "/no/such/route", {})
         problems += check_401(status, got, body, "GET an unknown route without a token")
+    assert problems == []
+
+
+async def test_rule_writes_matrix(served: tuple[ApiProcess, Feeder]) -> None:
+    """PUT and DELETE of a segment's rule for every kind of caller: only acme's token and
+    the admin's write acme's rules; another account's is answered as a missing one."""
+    api, _ = served
+    rule = {"name": "matrix", "filter": "refunded", "conditions": []}
+    problems: list[str] = []
+    async with aiohttp.ClientSession() as http:
+        for kind, headers in callers().items():
+            url = f"{api.url}/accounts/acme/segments/m-{kind.replace(' ', '-')}"
+            put = await call(http, "PUT", url, headers, json=rule)
+            delete = await call(http, "DELETE", url, headers)
+            for method, (status, got, body) in (("PUT", put), ("DELETE", delete)):
+                where = f"{method} /accounts/{{account_id}}/segments/{{segment_id}} as {kind}"
+                if kind in UNAUTHENTICATED:
+                    problems += check_401(status, got, body, where)
+                    continue
+                wanted = {"PUT": {"right": 201, "admin": 201, "other": 404},
+                          "DELETE": {"right": 204, "admin": 204, "other": 404}}
+                want = wanted[method][kind]
+                if status != want:
+                    problems.append(f"{where}: {status}, expected {want}: {body[:200]!r}")
+        # acme's existing segment cannot be deleted with globex's token.
+        status, _, _ = await call(http, "DELETE", api.url + "/accounts/acme/segments/vip",
+                                  callers()["other"])
+        if status != 404:
+            problems.append(f"DELETE acme's vip as other: {status}, expected 404")
+        status, _, _ = await call(http, "GET", api.url + "/accounts/acme/segments/vip",
+                                  callers()["right"])
+        if status != 200:
+            problems.append(f"acme's vip after globex's DELETE: {status}")
     assert problems == []
 
 

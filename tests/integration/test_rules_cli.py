@@ -120,7 +120,7 @@ def test_invalid_rule_reports_every_problem_and_publishes_nothing(
     code, out, err = run(capsys, "add", "-")
     assert code == 2
     assert out == ""
-    for where in ("timezone:", "conditions[0]", "conditions[1].value:", "conditions[2].value"):
+    for where in ("/timezone:", "/conditions/0", "/conditions/1/value:", "/conditions/2/value"):
         assert where in err
     assert _end_offset(env) == 0
     assert asyncio.run(read_rules(env)) == {}

@@ -149,41 +149,41 @@ def test_a_rule_invalid_in_many_ways_reports_every_problem_with_its_path() -> No
         ],
     }
     assert problems(document) == [
-        ("id", "must not be empty"),
-        ("account_id", "may only contain letters, digits, '.', '_' and '-'"),
-        ("name", "must be a string, got number"),
-        ("timezone", 'unknown time zone "Mars/Olympus"'),
-        ("version", "must be a whole number >= 1"),
-        ("conditions[0].field", 'refund_amount is only allowed with filter "refunded"'),
-        ("conditions[0].value", "negative amount"),
-        ("conditions[1].value", '"between" needs two amounts, low <= high'),
-        ("conditions[2].value", 'unknown currency "usx"'),
-        ("conditions[3].value", "2026-02-30 is not a date"),
+        ("/id", "must not be empty"),
+        ("/account_id", "may only contain letters, digits, '.', '_' and '-'"),
+        ("/name", "must be a string, got number"),
+        ("/timezone", 'unknown time zone "Mars/Olympus"'),
+        ("/version", "must be a whole number >= 1"),
+        ("/conditions/0/field", 'refund_amount is only allowed with filter "refunded"'),
+        ("/conditions/0/value", "negative amount"),
+        ("/conditions/1/value", '"between" needs two amounts, low <= high'),
+        ("/conditions/2/value", 'unknown currency "usx"'),
+        ("/conditions/3/value", "2026-02-30 is not a date"),
         (
-            "conditions[4].op",
+            "/conditions/4/op",
             'op "within_last" not allowed for field "amount" '
             "(allowed: eq, ne, gt, gte, lt, lte, between)",
         ),
-        ("conditions[6].value", '"0.5" has more decimal places than JPY allows (0)'),
-        ("conditions[7].value.count", "must be a whole number >= 1"),
+        ("/conditions/6/value", '"0.5" has more decimal places than JPY allows (0)'),
+        ("/conditions/7/value/count", "must be a whole number >= 1"),
         (
-            "conditions[7].value.unit",
+            "/conditions/7/value/unit",
             'unknown unit "years" (expected hours, days, weeks, months)',
         ),
-        ("conditions[8]", "must be an object with field, op and value, got string"),
+        ("/conditions/8", "must be an object with field, op and value, got string"),
         (
-            "conditions[9].field",
+            "/conditions/9/field",
             "plan is only allowed with filters "
             '"subscription_created", "subscription_changed", "subscription_cancelled"',
         ),
-        ("conditions[10].extra", "unknown key (expected field, op, value)"),
+        ("/conditions/10/extra", "unknown key (expected field, op, value)"),
         (
-            "conditions[10].field",
+            "/conditions/10/field",
             'unknown field "colour" (expected amount, currency, date, start_date, end_date, '
             "refund_amount, plan, occurrences)",
         ),
         (
-            "colour",
+            "/colour",
             "unknown key (expected id, account_id, name, filter, conditions, timezone, version)",
         ),
     ]
@@ -195,14 +195,14 @@ def test_error_text_lists_every_problem() -> None:
     text = str(caught.value)
     assert text.splitlines()[0] == "invalid rule: 5 problems:"
     for line in (
-        "id: is required",
-        "account_id: is required",
-        "name: is required",
-        'filter: unknown filter "nope"',
-        "conditions: is required",
+        "/id: is required",
+        "/account_id: is required",
+        "/name: is required",
+        '/filter: unknown filter "nope"',
+        "/conditions: is required",
     ):
         assert line in text
-    assert caught.value.to_dict()["errors"][0] == {"path": "id", "reason": "is required"}
+    assert caught.value.to_dict()["errors"][0] == {"path": "/id", "message": "is required"}
     assert isinstance(caught.value, ValueError)
 
 
@@ -216,21 +216,21 @@ def test_a_rule_must_be_an_object(document: object) -> None:
 @pytest.mark.parametrize(
     ("changes", "path", "reason"),
     [
-        ({"id": "x" * 129}, "id", "must be at most 128 characters, got 129"),
-        ({"id": 7}, "id", "must be a string, got number"),
-        ({"account_id": "acme/evil"}, "account_id", "may only contain letters"),
-        ({"account_id": None}, "account_id", "must be a string, got null"),
-        ({"name": "   "}, "name", "must not be empty"),
-        ({"name": "n" * 201}, "name", "must be at most 200 characters"),
-        ({"filter": "charged"}, "filter", 'unknown filter "charged" (expected charge_failed,'),
-        ({"filter": ["refunded"]}, "filter", "must be a string, got array"),
-        ({"timezone": "../../etc/passwd"}, "timezone", "unknown time zone"),
-        ({"timezone": ""}, "timezone", 'unknown time zone ""'),
-        ({"timezone": 1}, "timezone", "must be an IANA time zone name"),
-        ({"version": True}, "version", "must be a whole number >= 1"),
-        ({"version": "2"}, "version", "must be a whole number >= 1"),
-        ({"conditions": {}}, "conditions", "must be a list, got object"),
-        ({"conditions": [cond("date", "on", "2026-03-01")] * 51}, "conditions", "at most 50"),
+        ({"id": "x" * 129}, "/id", "must be at most 128 characters, got 129"),
+        ({"id": 7}, "/id", "must be a string, got number"),
+        ({"account_id": "acme/evil"}, "/account_id", "may only contain letters"),
+        ({"account_id": None}, "/account_id", "must be a string, got null"),
+        ({"name": "   "}, "/name", "must not be empty"),
+        ({"name": "n" * 201}, "/name", "must be at most 200 characters"),
+        ({"filter": "charged"}, "/filter", 'unknown filter "charged" (expected charge_failed,'),
+        ({"filter": ["refunded"]}, "/filter", "must be a string, got array"),
+        ({"timezone": "../../etc/passwd"}, "/timezone", "unknown time zone"),
+        ({"timezone": ""}, "/timezone", 'unknown time zone ""'),
+        ({"timezone": 1}, "/timezone", "must be an IANA time zone name"),
+        ({"version": True}, "/version", "must be a whole number >= 1"),
+        ({"version": "2"}, "/version", "must be a whole number >= 1"),
+        ({"conditions": {}}, "/conditions", "must be a list, got object"),
+        ({"conditions": [cond("date", "on", "2026-03-01")] * 51}, "/conditions", "at most 50"),
     ],
 )
 def test_top_level_problems(changes: dict[str, Any], path: str, reason: str) -> None:
@@ -242,84 +242,84 @@ def test_top_level_problems(changes: dict[str, Any], path: str, reason: str) -> 
 @pytest.mark.parametrize(
     ("filter", "condition", "path", "reason"),
     [
-        ("refunded", {"op": "eq", "value": 1}, "conditions[0].field", "is required"),
-        ("refunded", cond(1, "eq", 1), "conditions[0].field", "must be a string, got number"),
-        ("refunded", cond("amount", "greater", 1), "conditions[0].op", 'unknown op "greater"'),
-        ("refunded", cond("amount", "is", "5"), "conditions[0].op", 'op "is" not allowed'),
-        ("refunded", cond("amount", "gt", "1e3"), "conditions[0].value", '"1e3" is not an amount'),
-        ("refunded", cond("amount", "gt", "4.9999"), "conditions[0].value", "4.9999 has more"),
-        ("refunded", cond("amount", "gt", True), "conditions[0].value", "must be an amount"),
-        ("refunded", cond("amount", "gt", float("nan")), "conditions[0].value", "nan is not an"),
-        ("refunded", cond("amount", "gt", -1), "conditions[0].value", "negative amount"),
-        ("refunded", cond("amount", "gt", "1" * 16), "conditions[0].value", "amount too large"),
-        ("refunded", cond("amount", "gt", ["1"]), "conditions[0].value", 'op "gt" takes one'),
-        ("refunded", cond("amount", "between", "5"), "conditions[0].value", '"between" needs two'),
-        ("refunded", cond("amount", "between", ["1", "-2"]), "conditions[0].value[1]", "negative"),
+        ("refunded", {"op": "eq", "value": 1}, "/conditions/0/field", "is required"),
+        ("refunded", cond(1, "eq", 1), "/conditions/0/field", "must be a string, got number"),
+        ("refunded", cond("amount", "greater", 1), "/conditions/0/op", 'unknown op "greater"'),
+        ("refunded", cond("amount", "is", "5"), "/conditions/0/op", 'op "is" not allowed'),
+        ("refunded", cond("amount", "gt", "1e3"), "/conditions/0/value", '"1e3" is not an amount'),
+        ("refunded", cond("amount", "gt", "4.9999"), "/conditions/0/value", "4.9999 has more"),
+        ("refunded", cond("amount", "gt", True), "/conditions/0/value", "must be an amount"),
+        ("refunded", cond("amount", "gt", float("nan")), "/conditions/0/value", "nan is not an"),
+        ("refunded", cond("amount", "gt", -1), "/conditions/0/value", "negative amount"),
+        ("refunded", cond("amount", "gt", "1" * 16), "/conditions/0/value", "amount too large"),
+        ("refunded", cond("amount", "gt", ["1"]), "/conditions/0/value", 'op "gt" takes one'),
+        ("refunded", cond("amount", "between", "5"), "/conditions/0/value", '"between" needs two'),
+        ("refunded", cond("amount", "between", ["1", "-2"]), "/conditions/0/value/1", "negative"),
         ("refunded", cond("refund_amount", "lt", "0.001"), "", ""),
-        ("refunded", cond("currency", "is", ["usd"]), "conditions[0].value", 'use "in" for a'),
-        ("refunded", cond("currency", "is_not", ["usd"]), "conditions[0].value", 'use "not_in"'),
+        ("refunded", cond("currency", "is", ["usd"]), "/conditions/0/value", 'use "in" for a'),
+        ("refunded", cond("currency", "is_not", ["usd"]), "/conditions/0/value", 'use "not_in"'),
         (
             "refunded",
             cond("currency", "in", []),
-            "conditions[0].value",
+            "/conditions/0/value",
             'op "in" needs a non-empty',
         ),
-        ("refunded", cond("currency", "not_in", "usd"), "conditions[0].value", "needs a non-empty"),
-        ("refunded", cond("currency", "in", ["usd", 5]), "conditions[0].value[1]", "must be a cur"),
-        ("refunded", cond("currency", "is", "us"), "conditions[0].value", 'unknown currency "us"'),
-        ("refunded", cond("date", "on", "2026-3-1"), "conditions[0].value", "not a date in YYYY"),
-        ("refunded", cond("date", "on", "1969-12-31"), "conditions[0].value", "before 1970-01-01"),
-        ("refunded", cond("date", "on", ["2026-03-01"]), "conditions[0].value", "takes one date"),
-        ("refunded", cond("date", "after", 20260301), "conditions[0].value", "must be a date"),
+        ("refunded", cond("currency", "not_in", "usd"), "/conditions/0/value", "needs a non-empty"),
+        ("refunded", cond("currency", "in", ["usd", 5]), "/conditions/0/value/1", "must be a cur"),
+        ("refunded", cond("currency", "is", "us"), "/conditions/0/value", 'unknown currency "us"'),
+        ("refunded", cond("date", "on", "2026-3-1"), "/conditions/0/value", "not a date in YYYY"),
+        ("refunded", cond("date", "on", "1969-12-31"), "/conditions/0/value", "before 1970-01-01"),
+        ("refunded", cond("date", "on", ["2026-03-01"]), "/conditions/0/value", "takes one date"),
+        ("refunded", cond("date", "after", 20260301), "/conditions/0/value", "must be a date"),
         (
             "refunded",
             cond("date", "between", ["2026-03-02", "2026-03-01"]),
-            "conditions[0].value",
+            "/conditions/0/value",
             '"between" needs two dates, first <= second',
         ),
-        ("refunded", cond("date", "between", ["2026-03-02"]), "conditions[0].value", '"between"'),
+        ("refunded", cond("date", "between", ["2026-03-02"]), "/conditions/0/value", '"between"'),
         (
             "refunded",
             cond("date", "between", ["2026-03-01", "2026-13-01"]),
-            "conditions[0].value[1]",
+            "/conditions/0/value/1",
             "2026-13-01 is not a date",
         ),
-        ("refunded", cond("date", "within_last", 7), "conditions[0].value", 'op "within_last" ne'),
+        ("refunded", cond("date", "within_last", 7), "/conditions/0/value", 'op "within_last" ne'),
         (
             "refunded",
             cond("date", "more_than_ago", {"count": 5, "unit": "days", "tz": "UTC"}),
-            "conditions[0].value.tz",
+            "/conditions/0/value/tz",
             "unknown key (expected count, unit)",
         ),
         (
             "refunded",
             cond("date", "within_last", {"count": 36526, "unit": "days"}),
-            "conditions[0].value.count",
+            "/conditions/0/value/count",
             "at most 36525 days (100 years)",
         ),
         (
             "refunded",
             cond("date", "within_last", {"count": 2.5, "unit": "days"}),
-            "conditions[0].value.count",
+            "/conditions/0/value/count",
             "must be a whole number >= 1",
         ),
         (
             "refunded",
             cond("date", "within_last", {"count": 2}),
-            "conditions[0].value.unit",
+            "/conditions/0/value/unit",
             "unknown unit null",
         ),
-        ("refunded", cond("date", "gt", "2026-01-01"), "conditions[0].op", 'op "gt" not allowed'),
-        ("refunded", cond("start_date", "on", "2026-01-01"), "conditions[0].field", "start_date"),
-        ("charge_failed", cond("end_date", "on", "2026-01-01"), "conditions[0].field", "end_date"),
-        ("subscription_changed", cond("refund_amount", "gt", 5), "conditions[0].field", "refund"),
-        ("subscription_created", cond("plan", "is", ""), "conditions[0].value", "must be a price"),
-        ("subscription_created", cond("plan", "in", ["a", None]), "conditions[0].value[1]", "mu"),
-        ("refunded", cond("occurrences", "gte", -1), "conditions[0].value", "must be a whole"),
-        ("refunded", cond("occurrences", "gte", 1.0), "conditions[0].value", "must be a whole"),
-        ("refunded", cond("occurrences", "between", [3, 2]), "conditions[0].value", '"between"'),
-        ("refunded", cond("occurrences", "between", [3]), "conditions[0].value", "needs two cou"),
-        ("refunded", cond("occurrences", "on", 3), "conditions[0].op", 'op "on" not allowed'),
+        ("refunded", cond("date", "gt", "2026-01-01"), "/conditions/0/op", 'op "gt" not allowed'),
+        ("refunded", cond("start_date", "on", "2026-01-01"), "/conditions/0/field", "start_date"),
+        ("charge_failed", cond("end_date", "on", "2026-01-01"), "/conditions/0/field", "end_date"),
+        ("subscription_changed", cond("refund_amount", "gt", 5), "/conditions/0/field", "refund"),
+        ("subscription_created", cond("plan", "is", ""), "/conditions/0/value", "must be a price"),
+        ("subscription_created", cond("plan", "in", ["a", None]), "/conditions/0/value/1", "mu"),
+        ("refunded", cond("occurrences", "gte", -1), "/conditions/0/value", "must be a whole"),
+        ("refunded", cond("occurrences", "gte", 1.0), "/conditions/0/value", "must be a whole"),
+        ("refunded", cond("occurrences", "between", [3, 2]), "/conditions/0/value", '"between"'),
+        ("refunded", cond("occurrences", "between", [3]), "/conditions/0/value", "needs two cou"),
+        ("refunded", cond("occurrences", "on", 3), "/conditions/0/op", 'op "on" not allowed'),
     ],
 )
 def test_condition_problems(filter: str, condition: Any, path: str, reason: str) -> None:
@@ -333,9 +333,9 @@ def test_condition_problems(filter: str, condition: Any, path: str, reason: str)
 
 def test_missing_condition_keys_are_each_reported() -> None:
     assert problems(doc("refunded", {})) == [
-        ("conditions[0].field", "is required"),
-        ("conditions[0].op", "is required"),
-        ("conditions[0].value", "is required"),
+        ("/conditions/0/field", "is required"),
+        ("/conditions/0/op", "is required"),
+        ("/conditions/0/value", "is required"),
     ]
 
 
@@ -363,7 +363,7 @@ def test_amount_precision_against_pinned_currencies(
         load(document)
     else:
         [(path, reason)] = problems(document)
-        assert path == "conditions[1].value"
+        assert path == "/conditions/1/value"
         assert "decimal places" in reason
 
 
@@ -384,8 +384,8 @@ def test_excluding_a_currency_unpins_its_precision() -> None:
         )
     )
     assert found == [
-        ("conditions[0].value[0]", '"0.5" has more decimal places than JPY allows (0)'),
-        ("conditions[0].value[1]", '"49.99" has more decimal places than JPY allows (0)'),
+        ("/conditions/0/value/0", '"0.5" has more decimal places than JPY allows (0)'),
+        ("/conditions/0/value/1", '"49.99" has more decimal places than JPY allows (0)'),
     ]
 
 
@@ -463,5 +463,5 @@ def test_round_trip_through_to_dict(document: dict[str, Any]) -> None:
 
 
 def test_field_error_str() -> None:
-    assert str(FieldError("filter", "is required")) == "filter: is required"
+    assert str(FieldError("/filter", "is required")) == "/filter: is required"
     assert str(FieldError("", "not JSON")) == "(rule): not JSON"

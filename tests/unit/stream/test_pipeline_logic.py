@@ -24,6 +24,7 @@ from stream.options import StreamOptions
 from stream.partition_state import PartitionState
 from stream.pipeline import Pipeline
 from stream.runtime import Outbox
+from stream.status import StatusMarker, status_key
 from tests import stripe_events as se
 from tests.clock import ManualClock
 
@@ -163,6 +164,27 @@ def test_rule_change_and_delete_reach_existing_members() -> None:
     stricter = vip(conditions=[{"field": "amount", "op": "gt", "value": "100"}], version=2)
     assert changes(h.rule(stricter, "acme", "vip")) == [("vip", "low@a.com", "left", "rule")]
     assert changes(h.rule(None, "acme", "vip")) == [("vip", "high@a.com", "left", "rule")]
+
+
+def test_each_rule_change_ends_with_the_partitions_status_marker() -> None:
+    """The marker comes after the rule's changes, in the same outbox (one transaction),
+    names the applied version, and is a tombstone once the rule is deleted."""
+    h = Harness()
+    charge = se.charge(amount=20_000, billing_email="ann@a.com", created=h.clock.now)
+    h.facts(h.event(se.event("charge.succeeded", charge)))
+    for version in (1, 2):
+        out = h.rule(vip(version=version), "acme", "vip")
+        topics = [t for t, *_ in out.messages]
+        assert topics[-1] == "t.segments.status"
+        [(key, value)] = sent(out, "segments.status")
+        marker = StatusMarker.from_record(key or b"", value)
+        assert (marker.account_id, marker.segment_id, marker.partition,
+                marker.rule_version) == ("acme", "vip", 0, version)
+    assert changes(out) == []  # the unchanged rule changed no membership: marker only
+    deleted = h.rule(None, "acme", "vip")
+    assert sent(deleted, "segments.status") == [(status_key("acme", "vip", 0), None)]
+    invalid = h.rule({**vip(version=3), "filter": "nope"}, "acme", "vip")
+    assert sent(invalid, "segments.status") == []  # ignored, so not applied
 
 
 def test_bad_input_goes_to_the_dead_letter_topic() -> None:

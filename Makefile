@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (everything).
 PYTHON ?= python3
 
-.PHONY: demo test lint unit integration bench stack-up stack-down bootstrap
+.PHONY: demo test lint unit integration bench stack-up stack-down bootstrap lock
 
 bootstrap:
 	@PYTHON=$(PYTHON) scripts/bootstrap.sh
@@ -35,3 +35,20 @@ bench: bootstrap
 	$(PYTHON) -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[bench]'
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then $(PYTHON) -m segments.cli stack up; fi
 	$(PYTHON) bench/run_all.py $(BENCH_ARGS)
+
+# requirements.lock: every runtime and dev dependency, pinned with hashes, plus the build
+# backend (setuptools) for the editable install; scripts/bootstrap.sh, CI and the
+# Dockerfile install from it with --require-hashes. Refresh it after changing
+# pyproject.toml, and to take new releases: `make lock` (every pin to its newest
+# allowed version) or `make lock LOCK_UPGRADE=` (keep pins, add only what is new).
+# Run it on Python 3.11, Linux x86_64 (the platform CI and the image use): the markers
+# of the lock are resolved for it. pip-tools runs from its own venv under .stack/.
+LOCK_VENV ?= .stack/pip-tools
+LOCK_UPGRADE ?= --upgrade
+lock:
+	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+		$(LOCK_VENV)/bin/pip install -q 'pip-tools>=7.4'; }
+	env -u PIP_FIND_LINKS CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile \
+		--quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-find-links \
+		--no-emit-index-url --extra dev --build-deps-for editable $(LOCK_UPGRADE) \
+		--output-file requirements.lock pyproject.toml

@@ -33,6 +33,10 @@ CONTROL_TOPIC = "segments.control"
 #: connection + charge id, so a refund meets its charge's payer on one partition
 #: whichever partitions their raw events landed on (stream/attribution.py).
 BY_CHARGE_TOPIC = "segments.by-charge"
+#: Connections (which Stripe account feeds which account, with its Fernet-encrypted API
+#: key and webhook secrets), compacted, one partition: the system of record; Redis only
+#: caches it (connectors/connection_log.py). Tiny volume, and one total order of writes.
+CONNECTIONS_TOPIC = "segments.connections"
 #: The named states of the worker, each with its changelog (stream/state.py).
 #: `charges` (payers) and `waiting` (refunds before their payer) are partitioned by
 #: charge, like `segments.by-charge`; the others like the topic their keys come from.
@@ -72,6 +76,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(STATUS_TOPIC, compacted=True, single_partition=True),
     TopicSpec(CONTROL_TOPIC, retention_ms=DAY_MS),
     TopicSpec(BY_CHARGE_TOPIC, retention_ms=7 * DAY_MS),
+    TopicSpec(CONNECTIONS_TOPIC, compacted=True, single_partition=True),
     *(TopicSpec(state_topic(name), compacted=True) for name in STATE_NAMES),
 )
 

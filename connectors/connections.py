@@ -30,7 +30,12 @@ from connectors.backfill import BackfillJob, BackfillOptions, run_backfill
 from connectors.errors import ConnectorError
 from connectors.metrics import ConnectorMetrics
 from connectors.sink import EventSink
-from connectors.store import Connection, ConnectionStore, new_connection_id
+from connectors.store import (
+    Connection,
+    ConnectionStore,
+    ConnectionStoreUnavailable,
+    new_connection_id,
+)
 from connectors.stripe_account import (
     Endpoint,
     RegistrationMode,
@@ -50,6 +55,7 @@ KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
 #: What Stripe secrets (and publishable keys) start with: never a valid account id.
 SECRET_PREFIXES = ("sk_", "rk_", "pk_", "whsec_")
 FIELDS = frozenset({"account_id", "api_key", "webhook_secret"})
+STORE_UNAVAILABLE = "connection store unavailable (Kafka); retry later"
 
 
 class FieldError(ConnectorError, ValueError):
@@ -178,6 +184,8 @@ class ConnectionsApi:
         except StripeAccountError as exc:
             request[LOG_FIELDS]["stripe_error"] = type(exc).__name__
             return _error(exc.status, exc.field, exc.reason)
+        except ConnectionStoreUnavailable:
+            return _error(503, None, STORE_UNAVAILABLE)
         self.metrics.connections_created.inc()
         backfill = self._launch_backfill(conn, req.api_key)
         request[LOG_FIELDS]["backfill"] = backfill
@@ -271,14 +279,18 @@ class ConnectionsApi:
         log.error("backfill of %s stopped: %s", connection_id, type(exc).__name__)
 
     async def _own(self, request: web.Request) -> Connection | None:
-        """The path's connection if the caller's token allows its account, else None."""
+        """The path's connection if the caller's token allows its account, else None;
+        ConnectionStoreUnavailable when the store cannot say."""
         conn = await self.store.get(request.match_info["connection_id"])
         if conn is None or not principal(request).may(conn.account_id):
             return None
         return conn
 
     async def show(self, request: web.Request) -> web.Response:
-        conn = await self._own(request)
+        try:
+            conn = await self._own(request)
+        except ConnectionStoreUnavailable:
+            return _error(503, None, STORE_UNAVAILABLE)
         if conn is None:
             return _json(404, NOT_FOUND)
         doc = conn.public()
@@ -287,7 +299,10 @@ class ConnectionsApi:
         return _json(200, doc)
 
     async def delete(self, request: web.Request) -> web.Response:
-        conn = await self._own(request)
+        try:
+            conn = await self._own(request)
+        except ConnectionStoreUnavailable:
+            return _error(503, None, STORE_UNAVAILABLE)
         if conn is None:
             return _json(404, NOT_FOUND)
         task = self.backfills.pop(conn.id, None)
@@ -299,7 +314,10 @@ class ConnectionsApi:
                 outcome = await delete_endpoint(client, conn.webhook_endpoint_id)
         elif conn.registration == "localstripe":
             outcome = await self._disable_localstripe(conn.id)
-        await self.store.delete(conn.id)
+        try:
+            await self.store.delete(conn.id)  # the tombstone first: then the cache
+        except ConnectionStoreUnavailable:
+            return _error(503, None, STORE_UNAVAILABLE)
         self.metrics.forget_connection(conn.id)
         request[LOG_FIELDS] = {"connection_id": conn.id, "webhook_endpoint": outcome}
         return _json(200, {"id": conn.id, "deleted": True, "webhook_endpoint": outcome})

@@ -58,7 +58,9 @@ class SecretBox:
         if not parts:
             raise SecretKeyError("SEGMENTS_SECRET_KEY is empty")
         try:
-            self._fernet = MultiFernet([Fernet(p.encode()) for p in parts])
+            fernets = [Fernet(p.encode()) for p in parts]
+            self._fernet = MultiFernet(fernets)
+            self._first = fernets[0]
         except (ValueError, TypeError):
             # The message must not quote the bad key.
             raise SecretKeyError(
@@ -70,6 +72,23 @@ class SecretBox:
 
     def encrypt(self, plain: str) -> str:
         return self._fernet.encrypt(plain.encode()).decode("ascii")
+
+    def rotate(self, token: str) -> str:
+        """The token re-encrypted under the first key (`segments rotate-secrets`)."""
+        try:
+            return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+        except (InvalidToken, UnicodeError):
+            raise SecretUnreadable(
+                "a stored secret does not decrypt with any key of SEGMENTS_SECRET_KEY"
+            ) from None
+
+    def is_current(self, token: str) -> bool:
+        """True when the first key alone decrypts the token."""
+        try:
+            self._first.decrypt(token.encode("ascii"))
+        except (InvalidToken, UnicodeError):
+            return False
+        return True
 
     def decrypt(self, token: str) -> str:
         try:

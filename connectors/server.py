@@ -103,6 +103,7 @@ async def healthz(request: web.Request) -> web.Response:
     answers = await kafka_answers(sink.settings.kafka_bootstrap_servers, 2.0)
     checks["kafka"] = "ok" if answers else "down"
     checks["producer"] = "connected" if sink.connected else "connecting"
+    checks["connections"] = "loaded" if store.loaded else "loading"
     healthy = checks["redis"] == "ok" and checks["kafka"] == "ok"
     return web.Response(status=200 if healthy else 503, body=orjson.dumps(checks),
                         content_type="application/json")
@@ -138,7 +139,9 @@ def create_app(
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=64, timeout=5, socket_timeout=5)
     redis = aioredis.Redis.from_pool(pool)  # closes the pool with the client
-    store = ConnectionStore(redis, box, prefix=settings.topic_prefix, cache_ttl=secrets_cache_ttl)
+    # The store follows segments.connections (its system of record); Redis is its cache.
+    store = ConnectionStore(redis, box, prefix=settings.topic_prefix, cache_ttl=secrets_cache_ttl,
+                            settings=settings)
     if sink is None:
         sink = SupervisedSink(settings, timeout=publish_timeout,
                               on_state=lambda up: metrics.producer_up.set(1 if up else 0),
@@ -157,12 +160,14 @@ def create_app(
                         expect_handler=expect_handler)
 
     async def lifecycle(app: web.Application) -> Any:
+        await app[STORE].start()
         await app[SINK].start()
         if start_backfill:
             app[CONNECTIONS].start_resuming()
         yield
         await app[CONNECTIONS].close()
         await app[SINK].stop()
+        await app[STORE].stop()
         await app[STORE].redis.aclose()
 
     app.cleanup_ctx.append(lifecycle)

@@ -32,7 +32,7 @@ from connectors.sink import (
     SinkUnavailable,
     UnencodableEvent,
 )
-from connectors.store import ConnectionStore
+from connectors.store import ConnectionStore, ConnectionStoreUnavailable
 
 MAX_BODY_BYTES = 1 << 20
 #: Stripe's default: a signature older than this is a replay, not a retry.
@@ -151,7 +151,11 @@ class WebhookReceiver:
         connection_id = request.match_info["connection_id"]
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return self._reject(request, 413, "too_large")
-        found = await self.store.webhook_secrets(connection_id)
+        try:
+            found = await self.store.webhook_secrets(connection_id)
+        except ConnectionStoreUnavailable:
+            request[LOG_FIELDS] = {"connections": "loading"}
+            return _answer(503, error="connections are loading; retry later")
         if found is None:
             return self._reject(request, 404, "unknown_connection")
         conn, secrets = found

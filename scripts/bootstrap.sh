@@ -45,10 +45,15 @@ if stripe_mock_missing; then
   fi
 fi
 
-# Install only when pyproject changed since the last install (keeps `make test` quick).
-stamp=".stack/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+# Install only when pyproject.toml or requirements.lock changed since the last install
+# (keeps `make test` quick). Every dependency comes from the hashed lock (`make lock`
+# refreshes it); then the project itself, editable, with nothing more resolved.
+stamp=".stack/.installed-$(cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ] || ! "$PYTHON" -c "import segments, aiokafka" >/dev/null 2>&1; then
-  echo "bootstrap: pip install -e '.[dev]'"
-  "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[dev]'
+  echo "bootstrap: pip install --require-hashes -r requirements.lock"
+  pip_install=("$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore)
+  "${pip_install[@]}" --require-hashes -r requirements.lock
+  # --no-build-isolation: the build backend (setuptools) is in the lock, hash-checked.
+  "${pip_install[@]}" --no-deps --no-build-isolation -e .
   mkdir -p .stack && touch "$stamp"
 fi

@@ -25,12 +25,13 @@ COMMANDS = [
     "rebuild",
     "rules",
     "token",
+    "rotate_secrets",
     "demo",
 ]
 #: Operator tools print their own output; their logs show warnings and errors only
 #: unless SEGMENTS_LOG_LEVEL says otherwise. Servers log at INFO.
 QUIET_COMMANDS = frozenset({"stack", "connect", "backfill", "members", "rebuild-read-model",
-                            "rules", "token"})
+                            "rules", "token", "rotate-secrets"})
 
 
 def build_parser() -> argparse.ArgumentParser:

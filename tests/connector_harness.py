@@ -83,6 +83,7 @@ async def running_connector(settings: Settings, *, wait_kafka: bool = True,
         admin_port = admin.addresses[0][1]
         if wait_kafka:
             assert await app[SINK].wait_connected(30), "producer did not connect"
+            assert await app[STORE].wait_loaded(30), "segments.connections not loaded"
         async with aiohttp.ClientSession() as http:
             yield Connector(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}",
                             settings, app, http)

@@ -51,10 +51,18 @@ def segments(settings: Settings, base: str, *args: str,
 async def test_backfill_of_a_stored_connection_resumes_and_restarts(
         settings: Settings, redis: aioredis.Redis, localstripe_base: str) -> None:
     await ensure_topics(settings)
-    store = ConnectionStore(redis, SecretBox(TEST_SECRET_KEY), prefix=settings.topic_prefix)
-    conn = await store.create(connection_id=new_connection_id(), account_id="acme",
-                              api_key=KEY, webhook_secret="whsec_test", registration="manual",
-                              webhook_endpoint_id=None)
+    # Written to segments.connections; the follower caches it in Redis, where
+    # `segments backfill` reads it.
+    store = ConnectionStore(redis, SecretBox(TEST_SECRET_KEY), prefix=settings.topic_prefix,
+                            settings=settings)
+    await store.start()
+    try:
+        assert await store.wait_loaded(30)
+        conn = await store.create(connection_id=new_connection_id(), account_id="acme",
+                                  api_key=KEY, webhook_secret="whsec_test",
+                                  registration="manual", webhook_endpoint_id=None)
+    finally:
+        await store.stop()
 
     first = segments(settings, localstripe_base, conn.id)
     assert first.returncode == 0, first.stderr

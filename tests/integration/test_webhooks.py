@@ -240,7 +240,8 @@ async def test_health_metrics_and_one_summary_line_without_secrets(
     assert (await connector.post_webhook(connection_id, GOOD, {}))[0] == 400
 
     status, health = await connector.request("GET", "/healthz")
-    assert (status, health) == (200, {"redis": "ok", "kafka": "ok", "producer": "connected"})
+    assert (status, health) == (200, {"redis": "ok", "kafka": "ok", "producer": "connected",
+                                     "connections": "loaded"})
 
     async with connector.http.get(f"{connector.admin_url}/metrics") as resp:
         assert resp.status == 200

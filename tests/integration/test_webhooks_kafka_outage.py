@@ -100,21 +100,31 @@ def private_kafka(tmp_path: Path) -> Iterator[LocalKafka]:
 async def test_connector_starts_and_answers_503_while_kafka_is_unreachable(
     settings: Settings,
 ) -> None:
+    # The connection was stored (and cached in Redis) while Kafka was there; then the
+    # connector restarts with Kafka unreachable: it cannot load segments.connections,
+    # answers from the Redis cache, and 503 because nothing can be published.
+    async with running_connector(settings) as earlier:
+        connection_id = await _connect(earlier)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
     no_kafka = replace(settings, kafka_bootstrap_servers=dead)
     async with running_connector(no_kafka, wait_kafka=False, declare_topics=False,
                                  publish_timeout=1.0) as connector:
-        connection_id = await _connect(connector)
         body = event_body(1)
         status, answer = await connector.post_webhook(connection_id, body,
                                                       {"Stripe-Signature": sign(body, SECRET)})
         assert (status, answer) == (503, {"error": "event store unavailable; retry later"})
+        # Not in the cache and the topic not loaded: "retry later", never "unknown".
+        other = new_connection_id()
+        status, answer = await connector.post_webhook(other, body,
+                                                      {"Stripe-Signature": sign(body, SECRET)})
+        assert (status, answer) == (503, {"error": "connections are loading; retry later"})
         status, health = await connector.request("GET", "/healthz")
         assert status == 503
         assert health["redis"] == "ok"
         assert health["kafka"] == "down"
+        assert health["connections"] == "loading"
 
 
 async def _connect(connector: Connector) -> str:

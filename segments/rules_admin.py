@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from common import kafka
 from common.keys import split
 from common.settings import Settings
 from common.topics import RULES_TOPIC, TOPICS, ensure_topics
@@ -42,11 +43,11 @@ def _split_key(key: bytes) -> RuleKey:
 
 async def read_rules(settings: Settings) -> dict[RuleKey, dict[str, Any]]:
     """Every live rule document, keyed by (account_id, rule_id); {} if no topic yet."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     topic = settings.topic(RULES_TOPIC)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    consumer = kafka.consumer(
+        settings,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -82,10 +83,8 @@ async def read_rules(settings: Settings) -> dict[RuleKey, dict[str, Any]]:
 
 
 async def _send(settings: Settings, key: bytes, value: bytes | None) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    producer = kafka.producer(
+        settings,
         acks="all",
         enable_idempotence=True,
     )

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from common.redis_client import redis_client
 from common.settings import Settings
 from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC, TOPICS, ensure_topics
 from serving.app import build_app
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def connect_redis(settings: Settings) -> Redis:
-    return Redis.from_url(settings.redis_url)
+    return redis_client(settings)
 
 
 class ApiProcess:

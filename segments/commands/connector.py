@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from common.topics import ensure_topics
+    from common.topics import CONNECTOR_WRITES, ensure_topics, specs_named
     from connectors.secrets import SecretKeyError
     from connectors.server import create_app, serve
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(
             settings,
             registration=mode,  # type: ignore[arg-type]  # checked against the list above
-            prepare_kafka=lambda: ensure_topics(settings),
+            prepare_kafka=lambda: ensure_topics(settings, specs_named(*CONNECTOR_WRITES)),
         )
         await serve(app, args.host, port)
 

@@ -202,6 +202,12 @@ class SecureKafka(LocalKafka):
         write_secret(argfile, "\n".join(lines) + "\n")
         return [f"@{argfile}"]
 
+    def _format(self, node: Node, jars: Path) -> None:
+        try:
+            super()._format(node, jars)
+        finally:  # the users exist (or formatting failed): no password file left over
+            (self.home / "scram-users.args").unlink(missing_ok=True)
+
     def up(self, timeout: float = 120.0) -> str:
         self.files.ensure()
         return super().up(timeout)

@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (everything).
 PYTHON ?= python3
 
-.PHONY: demo test lint unit integration bench stack-up stack-down bootstrap lock
+.PHONY: demo test test-secure lint unit integration bench stack-up stack-down bootstrap lock
 
 bootstrap:
 	@PYTHON=$(PYTHON) scripts/bootstrap.sh
@@ -9,8 +9,15 @@ bootstrap:
 demo: bootstrap
 	$(PYTHON) -m segments.cli demo
 
+# Everything: the suite, then the secured-cluster tests (they start a broker of their own).
 test: bootstrap lint
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -m "not secure"
+	$(MAKE) test-secure
+
+# The pipeline over SASL_SSL with ACLs per service, on a private secured broker and Redis
+# (tests/integration/test_secure_stack.py); `make test` runs it too.
+test-secure: bootstrap
+	$(PYTHON) -m pytest -m secure
 
 lint:
 	$(PYTHON) -m ruff check .

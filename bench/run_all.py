@@ -146,10 +146,10 @@ async def delete_bench_topics() -> int:
     with thousands of partitions (gigabytes) is slower for the next benchmark."""
     from common.topics import delete_topics_with_prefix
 
-    bootstrap = common.fresh_settings().kafka_bootstrap_servers
+    settings = common.fresh_settings()
     total = 0
     for prefix in ("bench", "repartition__bench", "changelog__bench"):
-        total += await delete_topics_with_prefix(bootstrap, prefix)
+        total += await delete_topics_with_prefix(settings, prefix)
     return total
 
 

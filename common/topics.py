@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common import kafka
 from common.errors import SegmentsError
 from common.settings import Settings
 
@@ -81,21 +82,58 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
-def topic_configs(spec: TopicSpec) -> dict[str, str]:
+#: Kafka's error codes for a principal without the ACL an operation needs.
+TOPIC_AUTHORIZATION_FAILED = 29
+CLUSTER_AUTHORIZATION_FAILED = 31
+
+
+def min_insync_replicas(replication_factor: int) -> int | None:
+    """2 when there are 3 or more replicas: an `acks=all` write then survives the loss
+    of any one broker and is refused (not silently under-replicated) when two are gone.
+    Below 3 the broker's default (1) stands: 2 of 2 would stop writes on any loss."""
+    return 2 if replication_factor >= 3 else None
+
+
+#: Which process reads and writes which topic (names before the prefix): what each one
+#: declares at start, and the ACLs a secured cluster grants it (segments/stack/acls.py,
+#: README "Deploying on a secured cluster").
+CONNECTOR_WRITES: tuple[str, ...] = (EVENTS_TOPIC,)
+STATE_TOPICS: tuple[str, ...] = tuple(state_topic(name) for name in STATE_NAMES)
+WORKER_READS: tuple[str, ...] = (EVENTS_TOPIC, BY_CHARGE_TOPIC, FACTS_TOPIC, CONTROL_TOPIC,
+                                 RULES_TOPIC, *STATE_TOPICS)
+WORKER_WRITES: tuple[str, ...] = (FACTS_TOPIC, DLQ_TOPIC, BY_CHARGE_TOPIC, CONTROL_TOPIC,
+                                  MEMBERSHIP_TOPIC, MEMBERS_TOPIC, *STATE_TOPICS)
+WORKER_TOPICS: tuple[str, ...] = tuple(dict.fromkeys((*WORKER_READS, *WORKER_WRITES)))
+API_READS: tuple[str, ...] = (MEMBERSHIP_TOPIC, MEMBERS_TOPIC, RULES_TOPIC)
+
+
+def topic_configs(spec: TopicSpec, replication_factor: int = 1) -> dict[str, str]:
     if spec.compacted:
-        return {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
-    configs = {"cleanup.policy": "delete"}
-    if spec.retention_ms is not None:
-        configs["retention.ms"] = str(spec.retention_ms)
+        configs = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+    else:
+        configs = {"cleanup.policy": "delete"}
+        if spec.retention_ms is not None:
+            configs["retention.ms"] = str(spec.retention_ms)
+    min_isr = min_insync_replicas(replication_factor)
+    if min_isr is not None:
+        configs["min.insync.replicas"] = str(min_isr)
     return configs
+
+
+def specs_named(*names: str) -> tuple[TopicSpec, ...]:
+    """The specs of `names` (before the prefix), for a process that uses only those."""
+    found = tuple(spec for spec in TOPICS if spec.name in names)
+    if len(found) != len(set(names)):
+        raise ValueError(f"unknown topic among {names}")
+    return found
 
 
 async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS) -> list[str]:
     """Create whichever of `specs` do not exist yet; returns the names created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -104,7 +142,7 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPIC
                 name=settings.topic(spec.name),
                 num_partitions=1 if spec.single_partition else settings.partitions,
                 replication_factor=settings.replication_factor,
-                topic_configs=topic_configs(spec),
+                topic_configs=topic_configs(spec, settings.replication_factor),
             )
             for spec in specs
             if settings.topic(spec.name) not in existing
@@ -113,6 +151,11 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPIC
             response = await admin.create_topics(wanted)
             for name, code, *rest in response.topic_errors:
                 # Another process winning the race leaves the topic there either way.
+                if code in (TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED):
+                    raise KafkaTopicError(
+                        f"cannot create topic {name}: this principal may not create topics "
+                        "(on a secured cluster an admin creates them beforehand, see "
+                        "README: Deploying on a secured cluster)")
                 if code not in (0, TopicAlreadyExistsError.errno):
                     message = rest[0] if rest else ""
                     raise KafkaTopicError(f"cannot create topic {name}: error {code} {message}")
@@ -121,16 +164,14 @@ async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPIC
         await admin.close()
 
 
-async def delete_topics_with_prefix(bootstrap_servers: str, prefix: str) -> int:
+async def delete_topics_with_prefix(settings: Settings, prefix: str) -> int:
     """Delete every topic whose name starts with `prefix` (tests, demos); returns count.
 
     Refuses an empty prefix: that would be every topic of the cluster.
     """
     if not prefix:
         raise ValueError("refusing to delete topics without a prefix")
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         doomed = [name for name in await admin.list_topics() if name.startswith(prefix)]

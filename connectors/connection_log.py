@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from common import kafka
 from common.settings import Settings
 from common.topics import TopicSpec, ensure_topics
 from connectors.errors import ConnectorError
@@ -180,16 +181,15 @@ class CompactedLog:
 
     async def _connect(self) -> dict[int, int]:
         """Producer and consumer up, positioned at the start; returns the end offsets."""
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from aiokafka import TopicPartition
 
         await ensure_topics(self.settings, (self.spec,))
-        bootstrap = self.settings.kafka_bootstrap_servers
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+        self._producer = kafka.producer(
+            self.settings, acks="all", enable_idempotence=True,
             request_timeout_ms=int(self.write_timeout * 1000))
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        self._consumer = kafka.consumer(
+            self.settings, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=100)
         await self._consumer.start()
         numbers = self._consumer.partitions_for_topic(self.topic) or {0}

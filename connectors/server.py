@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from common.auth import TokenVerifier, auth_middleware, resolve_verifier
 from common.http import Handler, expect_handler, log_request, route_of
+from common.redis_client import blocking_pool_client
 from common.settings import Settings
 from connectors.connections import ConnectionsApi
 from connectors.metrics import CONTENT_TYPE_LATEST, ConnectorMetrics
@@ -100,7 +100,7 @@ async def healthz(request: web.Request) -> web.Response:
         checks["redis"] = "ok"
     except Exception:
         checks["redis"] = "down"
-    answers = await kafka_answers(sink.settings.kafka_bootstrap_servers, 2.0)
+    answers = await kafka_answers(sink.settings, 2.0)
     checks["kafka"] = "ok" if answers else "down"
     checks["producer"] = "connected" if sink.connected else "connecting"
     checks["connections"] = "loaded" if store.loaded else "loading"
@@ -136,9 +136,7 @@ def create_app(
     box = SecretBox(resolve_secret_key(settings))
     # Blocking pool: under a burst, requests wait briefly for a connection instead of
     # failing with "Too many connections" (the default pool's behaviour at 100).
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=64, timeout=5, socket_timeout=5)
-    redis = aioredis.Redis.from_pool(pool)  # closes the pool with the client
+    redis = blocking_pool_client(settings, 64, timeout=5, socket_timeout=5)
     # The store follows segments.connections (its system of record); Redis is its cache.
     store = ConnectionStore(redis, box, prefix=settings.topic_prefix, cache_ttl=secrets_cache_ttl,
                             settings=settings)

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import orjson
 
+from common import kafka
 from common.settings import Settings
 from common.topics import EVENTS_TOPIC
 from connectors.contract import RawEvent
@@ -59,15 +60,13 @@ class KafkaEventSink:
 
     def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
         self.topic = settings.topic(EVENTS_TOPIC)
-        self.bootstrap = settings.kafka_bootstrap_servers
+        self.settings = settings
         self.timeout = timeout
         self._producer: object | None = None
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaProducer
-
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+        producer = kafka.producer(
+            self.settings,
             acks="all",
             enable_idempotence=True,
             linger_ms=2,

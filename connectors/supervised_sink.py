@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from common import kafka
 from common.settings import Settings
 from connectors.contract import RawEvent
 from connectors.sink import KafkaEventSink, SinkUnavailable
@@ -152,11 +153,9 @@ class SupervisedSink:
         self._on_state(False)
 
 
-async def kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
+async def kafka_answers(settings: Settings, timeout: float = 2.0) -> bool:
     """True if a broker answers a metadata request now (for /healthz)."""
-    from aiokafka import AIOKafkaClient
-
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    client = kafka.client(settings, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
         return True

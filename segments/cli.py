@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from common.logs import LogConfigError, configure
+    from common.settings import SettingsError
 
     args = build_parser().parse_args(argv)
     try:
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
+    except SettingsError as exc:  # a bad configuration variable: say which, no traceback
+        print(f"segments: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from common.redis_client import redis_client
 from common.settings import Settings
 from connectors.emails import EmailResolver
 from connectors.secrets import SecretBox, resolve_secret_key
@@ -26,7 +25,7 @@ def connector_email_lookup(settings: Settings) -> EmailLookup:
     async def lookup(connection_id: str, customer_id: str) -> str | None:
         resolver = built.get("resolver")
         if resolver is None:
-            redis = aioredis.Redis.from_url(settings.redis_url)
+            redis = redis_client(settings)
             store = ConnectionStore(redis, SecretBox(resolve_secret_key(settings)),
                                     prefix=settings.topic_prefix)
 

@@ -32,6 +32,9 @@ from typing import Any, TypeVar
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from common import kafka
+from common.settings import Settings
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -48,18 +51,16 @@ class PartitionLag:
     lag: int
 
 
-async def read_lag(bootstrap_servers: str, group: str, topics: Sequence[str] = (),
+async def read_lag(settings: Settings, group: str, topics: Sequence[str] = (),
                    timeout: float = 5.0, exact_below: int = 16) -> list[PartitionLag]:
     """Lag of `group` on every partition it committed on, and on every partition of
     `topics` (where it never committed, lag counts from the partition's beginning)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka import TopicPartition
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
-                                request_timeout_ms=int(timeout * 1000))
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, isolation_level="read_committed",
-                                request_timeout_ms=int(timeout * 1000))
+    admin = kafka.admin(settings, request_timeout_ms=int(timeout * 1000))
+    consumer = kafka.consumer(settings, group_id=None, enable_auto_commit=False,
+                              isolation_level="read_committed",
+                              request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(asyncio.gather(admin.start(), consumer.start()), timeout)
         offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(group), timeout)
@@ -121,9 +122,9 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 class ConsumerLagCollector(Collector):
     """A Prometheus collector of one group's lag; safe to call from the metrics thread."""
 
-    def __init__(self, bootstrap_servers: str, group: str, topics: Iterable[str] = (), *,
+    def __init__(self, settings: Settings, group: str, topics: Iterable[str] = (), *,
                  timeout: float = 5.0, min_interval: float = 5.0) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        self.settings = settings
         self.group = group
         self.topics = tuple(topics)
         self.timeout = timeout
@@ -137,7 +138,7 @@ class ConsumerLagCollector(Collector):
             if stamp and time.monotonic() - stamp < self.min_interval:
                 return value  # a failure is cached too: Kafka down costs one timeout
             try:
-                value = _run(lambda: read_lag(self.bootstrap_servers, self.group,
+                value = _run(lambda: read_lag(self.settings, self.group,
                                               self.topics, self.timeout))
             except Exception as exc:  # a scrape must answer even when Kafka does not
                 log.warning("consumer lag of %s unavailable: %s", self.group,

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from common import kafka
 from common.settings import Settings
 from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC
 from serving.change_feed import Event, change_event, publish, rule_event
@@ -98,8 +99,8 @@ class ReadModelAgent:
 
     async def run(self) -> None:
         """Until `stop()`; Kafka or Redis failures raise (the process must stop)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+        consumer = kafka.consumer(
+            self.settings,
             group_id=self.group,
             client_id=f"{self.settings.topic_prefix}segments-api",
             enable_auto_commit=False,

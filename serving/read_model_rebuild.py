@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from common import kafka
 from common.settings import Settings
 from common.topics import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC
 from serving.errors import ServingError
@@ -70,7 +70,7 @@ class RebuildReport:
 
 
 async def _partitions(settings: Settings, *topics: str) -> dict[str, list[TopicPartition]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -94,8 +94,8 @@ async def rebuild(settings: Settings, redis: Any, *, batch_size: int = 2000) -> 
     rules_topic = settings.topic(RULES_TOPIC)
     membership_topic = settings.topic(MEMBERSHIP_TOPIC)
     partitions = await _partitions(settings, membership_topic, members_topic, rules_topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    consumer = kafka.consumer(
+        settings,
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",

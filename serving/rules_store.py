@@ -32,9 +32,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
+from common import kafka
 from common.keys import split
 from common.settings import Settings
 from common.topics import RULES_TOPIC, TOPICS, ensure_topics
@@ -98,8 +99,8 @@ async def read_rules(settings: Settings) -> dict[RuleKey, dict[str, Any]]:
     record committed after it is not missed (reading to the last stable offset would).
     """
     topic = settings.topic(RULES_TOPIC)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+    consumer = kafka.consumer(
+        settings, group_id=None,
         enable_auto_commit=False, auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
@@ -140,8 +141,8 @@ def transactional_id(settings: Settings, account_id: str, segment_id: str) -> st
 async def _fenced(settings: Settings, account_id: str,
                   segment_id: str) -> AsyncIterator[AIOKafkaProducer]:
     """A producer that has fenced every earlier writer of this segment."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    producer = kafka.producer(
+        settings,
         transactional_id=transactional_id(settings, account_id, segment_id),
         acks="all", enable_idempotence=True,
     )

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common.auth import AuthConfigError, TokenVerifier, resolve_verifier
+from common.redis_client import redis_client
 from common.settings import Settings
 from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC, STATUS_TOPIC, TOPICS, ensure_topics
 from serving.app import build_app
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def connect_redis(settings: Settings) -> Redis:
-    return Redis.from_url(settings.redis_url)
+    return redis_client(settings)
 
 
 class ApiProcess:

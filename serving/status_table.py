@@ -16,8 +16,9 @@ import asyncio
 import logging
 from typing import Final, Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from common import kafka
 from common.settings import Settings
 from common.topics import STATUS_TOPIC
 from stream.status import StatusMarker
@@ -67,8 +68,8 @@ class StatusTable:
 
     async def run(self) -> None:
         """Follow the topic until `stop()`; waits for the topic if no worker made it yet."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
+        consumer = kafka.consumer(
+            self.settings, group_id=None,
             enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed",
         )

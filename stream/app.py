@@ -46,7 +46,7 @@ class StreamApp:
         self.pipeline = Pipeline(settings, options)
         self.group_id = group_id(settings)
         self.runtime = StreamRuntime(
-            bootstrap_servers=settings.kafka_bootstrap_servers, group_id=self.group_id,
+            settings=settings, group_id=self.group_id,
             handler=self.pipeline,
             exactly_once=options.processing_guarantee == "exactly_once",
             commit_interval=options.commit_interval, tick_interval=options.tick_interval,

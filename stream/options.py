@@ -14,6 +14,8 @@ Clock = Callable[[], int]
 ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
 #: (connection id, Stripe customer id) -> the customer's email, None if it has none.
 EmailLookup = Callable[[str, str], Awaitable[str | None]]
+#: connection id -> the Center account it feeds, None if there is no such connection.
+ConnectionAccount = Callable[[str], Awaitable[str | None]]
 
 
 
@@ -36,6 +38,10 @@ class StreamOptions:
     #: Asked when a fact's customer has no known email (a customer older than the
     #: backfill window has no customer.* event); None waits for such an event.
     email_lookup: EmailLookup | None = None
+    #: Checks each raw event's envelope against its stored connection (`stream.envelopes`):
+    #: a forged account or an unknown connection is dead-lettered. None trusts envelopes
+    #: (tests and benchmarks that write raw events without a connector).
+    connection_account: ConnectionAccount | None = None
     #: False runs classification alone (benchmarks of that stage).
     membership: bool = True
     #: History every contact keeps whatever the rules (`SEGMENTS_HISTORY_DAYS`); rules

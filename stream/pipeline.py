@@ -45,6 +45,7 @@ from stream.attribution import ByChargeDecodeError, ChargeJoin, JoinTables, swee
 from stream.changes import MembershipChange, iso, member_key, member_state
 from stream.classify import ClassifyError
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
+from stream.envelopes import EnvelopeCheck, EnvelopeRejected
 from stream.facts import Fact, FactDecodeError
 from stream.membership import (
     ContactState,
@@ -102,10 +103,11 @@ class Pipeline:
         self.partitions: dict[int, PartitionState] = {}
         self.last_sweep: dict[int, int] = {}
         self._changes: dict[tuple[str, str], Any] = {}
+        lookup = options.connection_account
+        self.envelopes = None if lookup is None else EnvelopeCheck(lookup)
 
     def _state(self, name: str, codec: Codec = JSON) -> State:
-        store = State(name, self.settings.topic(state_topic(name)),
-                      self.settings.kafka_bootstrap_servers, codec)
+        store = State(name, self.settings.topic(state_topic(name)), self.settings, codec)
         self.states.append(store)
         return store
 
@@ -176,6 +178,8 @@ class Pipeline:
     async def _classify(self, resolver: ContactResolver, record: Any, out: Outbox) -> None:
         try:
             raw = RawEvent.from_bytes(record.value)
+            if self.envelopes is not None:
+                await self.envelopes.verify(raw)
             outcome = resolver.handle(raw, self.clock())
             await self._look_up_emails(resolver, raw, outcome)
             self.metrics.record_outcome(raw.event_type, outcome)
@@ -183,7 +187,7 @@ class Pipeline:
                 out.send(self.facts_topic, fact.key(), fact.to_bytes())
             for key, value in outcome.by_charge:
                 out.send(self.by_charge_topic, key, value)
-        except (ContractError, ClassifyError) as exc:
+        except (ContractError, ClassifyError, EnvelopeRejected) as exc:
             self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
 
     def _attribute(self, join: ChargeJoin, record: Any, out: Outbox) -> None:

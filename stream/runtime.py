@@ -22,8 +22,7 @@ module is the part of Kafka Streams' model the pipeline needs, written out plain
   offset), so no half-written state is ever read.
 - A task commits at most every `commit_interval` seconds while records keep coming, so
   a busy task writes few, large transactions and an idle one commits right away.
-- The clock: each task calls the handler's `tick` every `tick_interval`, inside its
-  transaction, so time-driven output commits like any other.
+- The clock: each task calls the handler's `tick` every `tick_interval`, in its transaction.
 - Any error the handler does not turn into a dead letter stops the runtime (`failed`):
   the process exits and its orchestrator restarts it; nothing past the last commit
   counts, so nothing is lost.
@@ -42,11 +41,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
+from common import kafka
+from common.settings import Settings
 from stream.errors import StreamError
 from stream.partitioning import partition_for
 
@@ -336,11 +336,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class StreamRuntime:
-    def __init__(self, *, bootstrap_servers: str, group_id: str, handler: Handler,
+    def __init__(self, *, settings: Settings, group_id: str, handler: Handler,
                  exactly_once: bool = True, commit_interval: float = 0.1,
                  tick_interval: float = 1.0, linger_ms: int = 0,
                  session_timeout_ms: int = 10_000) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        self.settings = settings
         self.group_id = group_id
         self.handler = handler
         self.exactly_once = exactly_once
@@ -362,8 +362,8 @@ class StreamRuntime:
 
     async def start(self) -> None:
         listener = _Listener(self)
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
+        self.consumer = kafka.consumer(
+            self.settings, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -372,8 +372,8 @@ class StreamRuntime:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         if not self.exactly_once:
-            self.producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers, acks="all",
+            self.producer = kafka.producer(
+                self.settings, acks="all",
                 enable_idempotence=True, linger_ms=self.linger_ms,
                 max_batch_size=BATCH_BYTES)
             await self.producer.start()
@@ -491,8 +491,8 @@ class StreamRuntime:
         previous owner of the partition (its open transaction is aborted)."""
         if not self.exactly_once:
             return self.producer
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True,
+        producer = kafka.producer(
+            self.settings, acks="all", enable_idempotence=True,
             transactional_id=f"{self.group_id}-{partition}", linger_ms=self.linger_ms,
             max_batch_size=BATCH_BYTES)
         await producer.start()

@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from common import kafka
+from common.settings import Settings
 from stream.errors import StreamError
 
 log = logging.getLogger(__name__)
@@ -94,10 +96,10 @@ class PartitionView(MutableMapping[str, Any]):
 class State:
     """Named state of one agent, partitioned like the agent's source topic."""
 
-    def __init__(self, name: str, topic: str, bootstrap: str, codec: Codec = JSON) -> None:
+    def __init__(self, name: str, topic: str, settings: Settings, codec: Codec = JSON) -> None:
         self.name = name
         self.topic = topic
-        self.bootstrap = bootstrap
+        self.settings = settings
         self.codec = codec
         self.data: dict[int, dict[str, Any]] = {}
         #: partition -> key -> value (None: deleted) written since the last `take`.
@@ -141,15 +143,15 @@ async def recover_all(stores: list[State], partitions: list[int]) -> None:
     hundred milliseconds, and a worker that started one per store and partition took
     ten seconds to process its first event.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     if not stores or not partitions:
         return
     started = time.monotonic()
     owner = {TopicPartition(store.topic, p): (store, p) for store in stores for p in partitions}
     data: dict[TopicPartition, dict[str, Any]] = {tp: {} for tp in owner}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=stores[0].bootstrap, isolation_level="read_committed",
+    consumer = kafka.consumer(
+        stores[0].settings, isolation_level="read_committed",
         enable_auto_commit=False, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     try:

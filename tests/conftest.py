@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from common.redis_client import redis_client
 from common.settings import Settings
 from tests.ci_skips import AllowedSkip, CiSkips
 from tests.tokens import TEST_AUTH_SECRET
@@ -105,7 +106,7 @@ def topic_prefix() -> str:
 def settings(kafka_bootstrap: str, redis_url: str, topic_prefix: str) -> Iterator[Settings]:
     """The test's settings; its topics are deleted afterwards, so a long suite does not
     pile thousands of partitions (and their file handles) onto the broker."""
-    yield Settings(
+    settings = Settings(
         kafka_bootstrap_servers=kafka_bootstrap,
         redis_url=redis_url,
         topic_prefix=topic_prefix,
@@ -113,12 +114,13 @@ def settings(kafka_bootstrap: str, redis_url: str, topic_prefix: str) -> Iterato
         secret_key=TEST_SECRET_KEY,
         auth_secret=TEST_AUTH_SECRET,
     )
+    yield settings
     import asyncio
 
     from common.topics import delete_topics_with_prefix
 
     try:
-        asyncio.run(delete_topics_with_prefix(kafka_bootstrap, topic_prefix))
+        asyncio.run(delete_topics_with_prefix(settings, topic_prefix))
     except Exception as exc:  # cleanup only: never fail a test on it
         print(f"could not delete topics of {topic_prefix}: {exc}")
 
@@ -128,7 +130,7 @@ async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
     """A client of the test's Redis; the test's keys (all under its unique prefix) are
     deleted afterwards. The one `redis` fixture of the suite: modules extend it by
     requesting it under the same name."""
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     try:
         yield client
     finally:

@@ -16,8 +16,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from common import kafka
 from common.settings import Settings
 from common.topics import EVENTS_TOPIC, TopicSpec, ensure_topics
 from connectors.contract import RawEvent
@@ -103,9 +104,8 @@ async def read_events(settings: Settings, *, expect: int = 0, timeout: float = 3
     topic = settings.topic(EVENTS_TOPIC)
     # auto_offset_reset="earliest": assign() starts an offset reset of its own, which with
     # the default ("latest") can land after seek_to_beginning() and skip everything.
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                enable_auto_commit=False, isolation_level="read_committed",
-                                auto_offset_reset="earliest")
+    consumer = kafka.consumer(settings, enable_auto_commit=False,
+                              isolation_level="read_committed", auto_offset_reset="earliest")
     await consumer.start()
     try:
         # ensure_topics created it with settings.partitions partitions.
@@ -132,7 +132,7 @@ async def read_events(settings: Settings, *, expect: int = 0, timeout: float = 3
 async def end_offsets_total(settings: Settings) -> int:
     """How many messages were ever written to the raw-event topic."""
     topic = settings.topic(EVENTS_TOPIC)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    consumer = kafka.consumer(settings)
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in range(settings.partitions)]

@@ -20,9 +20,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
+from common import kafka
+from common.settings import Settings
 from tests.waiting import TimedOut, async_wait_for
 
 
@@ -39,10 +40,9 @@ async def _partitions(consumer: Any, topics: Iterable[str]) -> list[TopicPartiti
     return found
 
 
-async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+async def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[TopicPartition, int]:
     """The high watermark of every partition of `topics` (transactions included)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap,
-                                isolation_level="read_uncommitted")
+    consumer = kafka.consumer(settings, isolation_level="read_uncommitted")
     await consumer.start()
     try:
         partitions = await _partitions(consumer, topics)
@@ -51,10 +51,10 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap: str, group: str,
+async def committed_offsets(settings: Settings, group: str,
                             partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
     """The group's committed offset of each partition (-1 where it committed none)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         found = await admin.list_consumer_group_offsets(group, partitions=partitions)
@@ -63,17 +63,17 @@ async def committed_offsets(bootstrap: str, group: str,
         await admin.close()
 
 
-async def wait_processed(bootstrap: str, group: str, topics: Iterable[str],
+async def wait_processed(settings: Settings, group: str, topics: Iterable[str],
                          timeout: float = 60.0) -> dict[TopicPartition, int]:
     """Until `group` has committed all of `topics` to their end offsets, and those did
     not move meanwhile; returns the end offsets."""
     topics = list(topics)
     deadline = time.monotonic() + timeout
-    ends = await end_offsets(bootstrap, topics)
+    ends = await end_offsets(settings, topics)
     behind: dict[str, tuple[int, int]] = {}
     while True:
         async def caught_up(ends: dict[TopicPartition, int] = ends) -> bool:
-            done = await committed_offsets(bootstrap, group, list(ends))
+            done = await committed_offsets(settings, group, list(ends))
             # An empty partition has nothing to commit (-1): it is caught up.
             behind.clear()
             behind.update({f"{tp.topic}:{tp.partition}": (done[tp], end)
@@ -86,23 +86,22 @@ async def wait_processed(bootstrap: str, group: str, topics: Iterable[str],
         except TimedOut:
             raise TimedOut(f"{group} did not commit its inputs to their end in {timeout}s; "
                            f"behind (committed, end): {behind}") from None
-        again = await end_offsets(bootstrap, topics)
+        again = await end_offsets(settings, topics)
         if again == ends:
             return ends
         ends = again
 
 
-async def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
+async def read_to_end(settings: Settings, topic: str, timeout: float = 60.0) -> list[Any]:
     """Every committed record of `topic`, from the beginning to its high watermark."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed",
-                                auto_offset_reset="earliest")
+    consumer = kafka.consumer(settings, enable_auto_commit=False,
+                              isolation_level="read_committed", auto_offset_reset="earliest")
     await consumer.start()
     try:
         partitions = await _partitions(consumer, [topic])
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await end_offsets(bootstrap, [topic])
+        ends = await end_offsets(settings, [topic])
         records: list[Any] = []
         deadline = time.monotonic() + timeout
         while True:

@@ -153,9 +153,8 @@ async def _job(args: argparse.Namespace, settings: Settings, redis: Any) -> Any:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    import redis.asyncio as aioredis
-
-    from common.topics import ensure_topics
+    from common.redis_client import redis_client
+    from common.topics import EVENTS_TOPIC, ensure_topics, specs_named
     from connectors.backfill import (
         BackfillBusy,
         BackfillOptions,
@@ -164,7 +163,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     )
     from connectors.sink import KafkaEventSink, SinkUnavailable
 
-    redis = aioredis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     try:
         job = await _job(args, settings, redis)
         options = BackfillOptions.from_env()
@@ -172,7 +171,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             options = BackfillOptions(**{**options.__dict__, "rate_per_s": args.rate})
         if args.restart and await reset_backfill(redis, settings, job.connection_id):
             print(f"backfill {job.connection_id}: starting over", file=sys.stderr)
-        await ensure_topics(settings)
+        await ensure_topics(settings, specs_named(EVENTS_TOPIC))
         view = ProgressView(sys.stderr)
         try:
             async with KafkaEventSink(settings) as sink:

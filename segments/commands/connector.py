@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     from common.auth import AuthConfigError
-    from common.topics import ensure_topics
+    from common.topics import CONNECTOR_WRITES, ensure_topics, specs_named
     from connectors.secrets import SecretKeyError
     from connectors.server import create_admin_app, create_app, serve
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(
             settings,
             registration=mode,  # type: ignore[arg-type]  # checked against the list above
-            prepare_kafka=lambda: ensure_topics(settings),
+            prepare_kafka=lambda: ensure_topics(settings, specs_named(*CONNECTOR_WRITES)),
         )
         await serve(app, args.host, port, admin=create_admin_app(app),
                     admin_host=args.admin_host, admin_port=admin_port)

@@ -88,7 +88,7 @@ def _stack_up(settings: Settings, started: list[str]) -> None:
     from segments.stack.redis_server import ping
 
     local = settings.kafka_bootstrap_servers in ("localhost:9092", "127.0.0.1:9092")
-    if local and not metadata_ok(settings.kafka_bootstrap_servers):
+    if local and not metadata_ok(settings):
         print("stack: starting Kafka (KRaft, from the Maven jars; the first run downloads "
               "them)…", flush=True)
         started.append("kafka")

@@ -55,14 +55,14 @@ def _say(line: str) -> None:
 
 
 async def rotate(settings: Settings, *, dry_run: bool = False, timeout: float = 60.0) -> int:
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
+    from common.redis_client import redis_client
     from connectors.secrets import SecretBox, SecretUnreadable, resolve_secret_key
     from connectors.store import Connection, ConnectionStore, ConnectionStoreUnavailable
 
     box = SecretBox(resolve_secret_key(settings))
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     store = ConnectionStore(redis, box, prefix=settings.topic_prefix, settings=settings)
 
     def rotated(conn: Connection) -> Connection:

@@ -30,6 +30,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--no-email-lookup", action="store_true",
                         help="never ask Stripe for a customer's email; facts wait for a "
                              "customer.* event instead")
+    parser.add_argument("--no-envelope-check", action="store_true",
+                        help="trust each raw event's account_id without checking it against "
+                             "its stored connection (only for raw events written without a "
+                             "connector, e.g. tests); by default a forged or unknown one is "
+                             "dead-lettered")
     parser.add_argument("--at-least-once", action="store_true",
                         help="disable Kafka transactions (lower latency, duplicates on crash)")
     parser.add_argument("--commit-interval", type=float, default=None,
@@ -69,19 +74,22 @@ def _int_env(name: str, default: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from common.auth import AuthConfigError, resolve_verifier
-    from common.topics import ensure_topics
+    from common.topics import WORKER_TOPICS, ensure_topics, specs_named
     from segments.email_lookup import connector_email_lookup
+    from segments.envelope_check import connector_connection_accounts
     from stream.app import StreamOptions, create_app
 
     settings = Settings.from_env()
     root = logging.getLogger()
     if args.loglevel:
         root.setLevel(args.loglevel.upper())
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings, specs_named(*WORKER_TOPICS)))
     extra = {} if args.commit_interval is None else {"commit_interval": args.commit_interval}
     options = StreamOptions(
         processing_guarantee="at_least_once" if args.at_least_once else "exactly_once",
         email_lookup=None if args.no_email_lookup else connector_email_lookup(settings),
+        connection_account=(None if args.no_envelope_check
+                            else connector_connection_accounts(settings)),
         history_floor_s=history_floor_seconds(os.environ),
         **extra,
     )
@@ -108,7 +116,7 @@ def serve_metrics(app: Any, settings: Settings, host: str, port: int) -> None:
     from stream.app import source_topics
 
     registry = app.segments_metrics.registry
-    registry.register(ConsumerLagCollector(settings.kafka_bootstrap_servers, app.group_id,
+    registry.register(ConsumerLagCollector(settings, app.group_id,
                                            source_topics(settings)))
     start_http_server(port, addr=host, registry=registry)
 
@@ -117,8 +125,7 @@ async def serve(app: Any, settings: Settings | None = None,
                 query: dict[str, Any] | None = None) -> int:
     """Run until SIGTERM/SIGINT (a clean stop) or a processing failure (exit 1); with
     `query`, also the worker's query endpoint (`stream.query_server`)."""
-    from redis.asyncio import Redis
-
+    from common.redis_client import redis_client
     from stream.query_server import QueryServer
 
     loop = asyncio.get_running_loop()
@@ -130,7 +137,7 @@ async def serve(app: Any, settings: Settings | None = None,
     server = None
     if query is not None and settings is not None:
         server = QueryServer(app, settings, query["verifier"],
-                             Redis.from_url(settings.redis_url), host=query["host"],
+                             redis_client(settings), host=query["host"],
                              port=query["port"], advertised_host=query["advertised_host"])
         await server.start()
     stopped = asyncio.create_task(stop.wait())

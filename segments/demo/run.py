@@ -126,7 +126,7 @@ class Demo:
             monitor = Monitor(session, api_url=api_url, connector_url=admin_url,
                               connection_id=self.connection_id, account_id=self.account,
                               worker_registry=worker.segments_metrics.registry,
-                              bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                              kafka_settings=self.settings,
                               group=worker.group_id, topics=source_topics(self.settings))
             monitor.start()
             self.sender = WebhookSender(

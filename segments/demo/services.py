@@ -20,8 +20,10 @@ from aiohttp import web
 from common.settings import Settings
 from connectors.backfill import BackfillOptions
 from connectors.server import create_admin_app, create_app
+from segments.envelope_check import connector_connection_accounts
 from segments.localstripe import LocalStripe
 from serving.server import ApiProcess
+from stream.app import StreamOptions
 from stream.app import create_app as create_worker
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,8 @@ class DemoServices:
 
     async def start_worker(self) -> Any:
         """The stream worker (`segments worker`)."""
-        app = create_worker(self.settings)
+        app = create_worker(self.settings, StreamOptions(
+            connection_account=connector_connection_accounts(self.settings)))
         self._stops.append(("worker", app.stop))
         await app.start()
         self.worker = app

@@ -23,6 +23,7 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.settings import Settings
 from segments.lag import read_lag
 
 __all__ = ["Monitor", "Snapshot", "render_line", "render_screen"]
@@ -78,14 +79,14 @@ class Snapshot:
 class Monitor:
     def __init__(self, session: aiohttp.ClientSession, *, api_url: str, connector_url: str,
                  connection_id: str, account_id: str, worker_registry: Any,
-                 bootstrap_servers: str, group: str, topics: list[str]) -> None:
+                 kafka_settings: Settings, group: str, topics: list[str]) -> None:
         self.session = session
         self.api_url = api_url
         self.connector_url = connector_url
         self.connection_id = connection_id
         self.account_id = account_id
         self.worker_registry = worker_registry
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka_settings = kafka_settings
         self.group = group
         self.topics = topics
         self.started = time.monotonic()
@@ -143,7 +144,7 @@ class Monitor:
         if time.monotonic() - self._lag_at >= 2.0:
             self._lag_at = time.monotonic()
             try:
-                lags = await read_lag(self.bootstrap_servers, self.group, self.topics, 3.0)
+                lags = await read_lag(self.kafka_settings, self.group, self.topics, 3.0)
                 self._lag = sum(p.lag for p in lags)
             except Exception:  # the view shows "?" rather than stopping the demo
                 self._lag = None

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from common import kafka
+from common.settings import Settings
 from segments.stack.processes import (
     StackError,
     is_alive,
@@ -54,14 +56,15 @@ class Node:
 class LocalKafka:
     """One KRaft cluster of `nodes` combined broker+controller nodes on loopback."""
 
-    def __init__(self, stack_dir: Path, nodes: int = 1, base_port: int | None = None) -> None:
+    def __init__(self, stack_dir: Path, nodes: int = 1, base_port: int | None = None,
+                 home: str | None = None) -> None:
         if nodes < 1:
             raise StackError("a cluster needs at least one node")
         self.stack_dir = stack_dir
         self.jar_dir = stack_dir / "jars" / f"kafka-{KAFKA_VERSION}"
         # One node: the usual 9092. Several: other ports, so both can run side by side.
         base = base_port if base_port is not None else (9092 if nodes == 1 else 19092)
-        self.home = stack_dir / ("kafka" if nodes == 1 else f"kafka-{nodes}")
+        self.home = stack_dir / (home or ("kafka" if nodes == 1 else f"kafka-{nodes}"))
         self.nodes = [
             Node(i + 1, base + i, base + 100 + i, self.home / f"node-{i + 1}")
             for i in range(nodes)
@@ -96,6 +99,16 @@ class LocalKafka:
         marker.write_text(KAFKA_VERSION)
         return self.jar_dir
 
+    def _listener_properties(self, node: Node) -> list[str]:
+        """Listeners and their security (a secured cluster overrides this)."""
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ]
+
     def _properties(self, node: Node) -> str:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         replication = min(3, len(self.nodes))
@@ -104,11 +117,7 @@ class LocalKafka:
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
             f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            *self._listener_properties(node),
             f"log.dirs={node.home / 'data'}",
             "num.partitions=1",
             f"default.replication.factor={replication}",
@@ -126,6 +135,14 @@ class LocalKafka:
             "",
         ])
 
+    def probe_settings(self, node: Node) -> Settings:
+        """How a client reaches `node` (readiness and status probes)."""
+        return Settings(kafka_bootstrap_servers=node.bootstrap)
+
+    def _format_args(self) -> list[str]:
+        """Extra arguments of `StorageTool format` (SCRAM users of a secured cluster)."""
+        return []
+
     def _format(self, node: Node, jars: Path) -> None:
         if (node.home / "data" / "meta.properties").exists():
             return
@@ -139,16 +156,21 @@ class LocalKafka:
             raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             cluster_file.write_text(raw)
         props = node.home / "server.properties"
-        props.write_text(self._properties(node))
+        self._write_properties(node)
         result = subprocess.run(
             ["java", "-cp", f"{jars}/*", "kafka.tools.StorageTool", "format",
-             "-t", cluster_file.read_text().strip(), "-c", str(props)],
+             "-t", cluster_file.read_text().strip(), "-c", str(props), *self._format_args()],
             capture_output=True,
             text=True,
             check=False,
         )
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def _write_properties(self, node: Node) -> None:
+        path = node.home / "server.properties"
+        path.touch(mode=0o600)  # a secured node's file holds its inter-broker password
+        path.write_text(self._properties(node))
 
     def _java_argv(self, node: Node, jars: Path) -> list[str]:
         heap = "768m" if len(self.nodes) == 1 else "512m"
@@ -166,7 +188,7 @@ class LocalKafka:
             return
         jars = self.ensure_jars()
         self._format(node, jars)
-        (node.home / "server.properties").write_text(self._properties(node))
+        self._write_properties(node)
         spawn(self._java_argv(node, jars), node.logfile, node.pidfile)
 
     def stop_node(self, node: Node, kill: bool = False) -> None:
@@ -189,7 +211,7 @@ class LocalKafka:
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         for node in self.nodes:
-            while not metadata_ok(node.bootstrap, expect_brokers=len(self.nodes)):
+            while not metadata_ok(self.probe_settings(node), expect_brokers=len(self.nodes)):
                 pid = read_pid(node.pidfile)
                 if pid is None or not is_alive(pid):
                     raise StackError(
@@ -211,23 +233,21 @@ class LocalKafka:
             pid = read_pid(node.pidfile)
             if pid is None:
                 out[node.node_id] = "stopped"
-            elif metadata_ok(node.bootstrap, expect_brokers=1):
+            elif metadata_ok(self.probe_settings(node), expect_brokers=1):
                 out[node.node_id] = f"up (pid {pid}, {node.bootstrap})"
             else:
                 out[node.node_id] = f"starting or unhealthy (pid {pid})"
         return out
 
 
-def metadata_ok(bootstrap: str, expect_brokers: int = 1, timeout: float = 5.0) -> bool:
+def metadata_ok(settings: Settings, expect_brokers: int = 1, timeout: float = 5.0) -> bool:
     """True once a client can fetch cluster metadata listing `expect_brokers` brokers."""
 
     async def probe() -> bool:
-        from aiokafka import AIOKafkaClient
-
         # Refused connections are the expected answer while a node boots.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+        client = kafka.client(settings, request_timeout_ms=int(timeout * 1000))
         try:
             await asyncio.wait_for(client.bootstrap(), timeout)
             await asyncio.wait_for(client.force_metadata_update(), timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
+from common.redis_client import sync_redis_client
 from segments.stack.processes import (
     StackError,
     read_pid,
@@ -26,7 +27,7 @@ def ping(url: str) -> bool:
     import redis
 
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        client = sync_redis_client(url, socket_connect_timeout=1, socket_timeout=1)
         try:
             return bool(client.ping())
         finally:
@@ -36,9 +37,9 @@ def ping(url: str) -> bool:
 
 
 class LocalRedis:
-    def __init__(self, stack_dir: Path, url: str) -> None:
+    def __init__(self, stack_dir: Path, url: str, home: str = "redis") -> None:
         self.url = url
-        self.home = stack_dir / "redis"
+        self.home = stack_dir / home
         self.pidfile = self.home / "redis.pid"
         self.logfile = self.home / "redis.log"
 
@@ -54,14 +55,16 @@ class LocalRedis:
             raise StackError(f"Redis at {host} does not answer, and is not ours to start")
         server = require_tool("redis-server", REDIS_HINT)
         self.home.mkdir(parents=True, exist_ok=True)
-        argv = [server, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                "--appendonly", "no", "--dir", str(self.home), "--daemonize", "no"]
-        spawn(argv, self.logfile, self.pidfile)
+        spawn(self._argv(server), self.logfile, self.pidfile)
         if not wait_until(lambda: ping(self.url), timeout):
             raise StackError(
                 f"redis-server did not answer on port {self.port}:\n{tail(self.logfile)}"
             )
         return "up"
+
+    def _argv(self, server: str) -> list[str]:
+        return [server, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                "--appendonly", "no", "--dir", str(self.home), "--daemonize", "no"]
 
     def down(self) -> bool:
         return stop(self.pidfile)

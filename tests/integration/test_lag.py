@@ -54,7 +54,7 @@ async def test_lag_counts_records_not_transaction_markers(settings: Settings) ->
     # Never committed: everything from the beginning is lag, on every partition listed.
     await _produce(settings, topic, 10, transactional=True)
     lags = {(p.topic, p.partition): p for p in
-            await read_lag(settings.kafka_bootstrap_servers, group, [topic])}
+            await read_lag(settings, group, [topic])}
     assert len(lags) == settings.partitions
     assert lags[(topic, 0)].lag == 10
     assert lags[(topic, 0)].committed is None
@@ -62,17 +62,17 @@ async def test_lag_counts_records_not_transaction_markers(settings: Settings) ->
 
     # Caught up after a transaction: the commit marker at offset 10 is not lag.
     await _commit(settings, group, tp, 10)
-    [lag] = [p for p in await read_lag(settings.kafka_bootstrap_servers, group)
+    [lag] = [p for p in await read_lag(settings, group)
              if p.partition == 0]
     assert (lag.committed, lag.end, lag.lag) == (10, 11, 0)
 
     await _produce(settings, topic, 5, transactional=False)
-    [lag] = [p for p in await read_lag(settings.kafka_bootstrap_servers, group)
+    [lag] = [p for p in await read_lag(settings, group)
              if p.partition == 0]
     assert lag.lag == 5
 
     registry = CollectorRegistry()
-    registry.register(ConsumerLagCollector(settings.kafka_bootstrap_servers, group, [topic]))
+    registry.register(ConsumerLagCollector(settings, group, [topic]))
     labels = {"group": group, "topic": topic, "partition": "0"}
     assert registry.get_sample_value("segments_consumer_lag_messages", labels) == 5
     assert registry.get_sample_value("segments_consumer_lag_up", {"group": group}) == 1
@@ -80,5 +80,6 @@ async def test_lag_counts_records_not_transaction_markers(settings: Settings) ->
 
 def test_collector_reports_down_when_kafka_does_not_answer() -> None:
     registry = CollectorRegistry()
-    registry.register(ConsumerLagCollector("127.0.0.1:1", "g", timeout=1.0))
+    registry.register(ConsumerLagCollector(
+        Settings(kafka_bootstrap_servers="127.0.0.1:1"), "g", timeout=1.0))
     assert registry.get_sample_value("segments_consumer_lag_up", {"group": "g"}) == 0

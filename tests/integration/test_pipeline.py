@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from common import kafka
 from common.settings import Settings
 from common.topics import (
     BY_CHARGE_TOPIC,
@@ -38,8 +38,7 @@ class Topics:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                         acks="all", enable_idempotence=True)
+        self.producer = kafka.producer(settings, acks="all", enable_idempotence=True)
         self.consumers: dict[str, Any] = {}
         self.seen: dict[str, list[Any]] = {}
 
@@ -57,10 +56,9 @@ class Topics:
     async def read(self, name: str) -> list[Any]:
         consumer = self.consumers.get(name)
         if consumer is None:
-            consumer = AIOKafkaConsumer(
-                self.settings.topic(name), bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                auto_offset_reset="earliest", isolation_level="read_committed",
-                group_id=f"reader-{uuid.uuid4()}")
+            consumer = kafka.consumer(
+                self.settings, self.settings.topic(name), auto_offset_reset="earliest",
+                isolation_level="read_committed", group_id=f"reader-{uuid.uuid4()}")
             await consumer.start()
             self.consumers[name] = consumer
             self.seen[name] = []
@@ -80,17 +78,16 @@ class Topics:
         from aiokafka import TopicPartition
 
         s = self.settings
-        group = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers,
-                                 group_id=f"{s.topic_prefix}segments",
-                                 enable_auto_commit=False, isolation_level="read_committed")
+        group = kafka.consumer(s, group_id=f"{s.topic_prefix}segments",
+                               enable_auto_commit=False, isolation_level="read_committed")
         await group.start()
         try:
             inputs = [TopicPartition(s.topic(name), p)
                       for name in (EVENTS_TOPIC, BY_CHARGE_TOPIC, FACTS_TOPIC)
                       for p in range(s.partitions)]
 
-            probe = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap_servers,
-                                     isolation_level="read_committed", enable_auto_commit=False)
+            probe = kafka.consumer(s, isolation_level="read_committed",
+                                   enable_auto_commit=False)
             await probe.start()
 
             async def inputs_committed() -> bool:

@@ -66,7 +66,7 @@ class Topics:
         self.group = settings.topic("runtime")
 
     def runtime(self) -> StreamRuntime:
-        return StreamRuntime(bootstrap_servers=self.bootstrap, group_id=self.group,
+        return StreamRuntime(settings=self.settings, group_id=self.group,
                              handler=Echo(self.source, self.sink), exactly_once=False,
                              commit_interval=COMMIT_INTERVAL, tick_interval=COMMIT_INTERVAL)
 
@@ -82,7 +82,7 @@ class Topics:
             await producer.stop()
 
     async def output(self) -> list[str]:
-        return [r.value.decode() for r in await read_to_end(self.bootstrap, self.sink)]
+        return [r.value.decode() for r in await read_to_end(self.settings, self.sink)]
 
     async def wait_output(self, values: list[str]) -> None:
         async def there() -> bool:
@@ -134,8 +134,8 @@ async def test_a_clean_stop_commits_what_was_processed(topics: Topics) -> None:
     async with started(t.runtime()) as runtime:
         await wait_owners(runtime, partitions=t.settings.partitions)
         await t.wait_output(first)
-    ends = await end_offsets(t.bootstrap, [t.source])
-    assert await committed_offsets(t.bootstrap, t.group, list(ends)) == ends
+    ends = await end_offsets(t.settings, [t.source])
+    assert await committed_offsets(t.settings, t.group, list(ends)) == ends
 
     async with started(t.runtime()) as successor:
         await wait_owners(successor, partitions=t.settings.partitions)

@@ -41,7 +41,7 @@ def worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     }
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "segments.cli", "worker",
+            [sys.executable, "-m", "segments.cli", "worker", "--no-envelope-check",
              "--loglevel", os.environ.get("WORKER_LOGLEVEL", "warning"),
              *(["--at-least-once"] if os.environ.get("WORKER_ALO") else [])],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

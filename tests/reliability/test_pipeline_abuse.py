@@ -130,7 +130,7 @@ async def pipeline(kafka_bootstrap: str, redis_url: str,
 
 async def processed(p: Pipeline) -> None:
     """Until the worker group has committed all its source topics to their end."""
-    await wait_processed(p.settings.kafka_bootstrap_servers, group_id(p.settings),
+    await wait_processed(p.settings, group_id(p.settings),
                          source_topics(p.settings))
 
 
@@ -162,7 +162,7 @@ async def test_replayed_webhooks_become_one_fact(pipeline: Pipeline) -> None:
     # Every replay processed (the worker committed its inputs to their end), then the
     # facts read to their end: a late duplicate cannot be still on its way.
     await processed(p)
-    facts = [r for r in await read_to_end(p.settings.kafka_bootstrap_servers,
+    facts = [r for r in await read_to_end(p.settings,
                                           p.settings.topic(FACTS_TOPIC))
              if charge["id"] in r.value.decode()]
     assert len(facts) == 1, [f.value for f in facts]
@@ -187,12 +187,12 @@ async def test_a_signature_made_with_another_connections_secret_is_refused(
     assert await p.post("acme", orjson.dumps(sentinel)) == 200
     await processed(p)
     raw = [RawEvent.from_bytes(r.value).event_id
-           for r in await read_to_end(p.settings.kafka_bootstrap_servers,
+           for r in await read_to_end(p.settings,
                                       p.settings.topic(EVENTS_TOPIC))]
     assert sentinel["id"] in raw
     assert event["id"] not in raw
     assert await end_offsets_total(p.settings) == before + 1
-    facts = await read_to_end(p.settings.kafka_bootstrap_servers,
+    facts = await read_to_end(p.settings,
                               p.settings.topic(FACTS_TOPIC))
     assert not [f.value for f in facts if b"mallory@example.com" in f.value]
 

@@ -296,3 +296,22 @@ def test_the_history_floor_is_an_option() -> None:
     assert changes(h.fact(failed("ch_old:failed", h.clock.now - 80 * DAY))) == [
         ("lapsed", "ann@example.com", "joined", "fact")]
     assert h.metric("segments_facts_beyond_horizon_total", filter="charge_failed") == 0
+
+
+def test_a_forged_envelope_is_dead_lettered_not_classified() -> None:
+    """The envelope says globex; connection conn1 feeds acme: nothing but a dead letter."""
+    async def account_of(connection_id: str) -> str | None:
+        return {"conn1": "acme"}.get(connection_id)
+
+    h = Harness(connection_account=account_of)
+    h.rule(vip(), "acme", "vip")
+    paid = se.charge(amount=10_000, billing_email="ann@example.com", created=h.clock.now)
+    forged = h.event(se.event("charge.succeeded", paid), account="globex")
+    assert sent(forged, "stripe.facts") == []
+    [(topic, _, _, _, headers)] = forged.messages
+    assert topic == "t.stripe.events.dlq"
+    reason = dict(headers or [])["reason"].decode()
+    assert reason.startswith("ForgedEnvelope: account_id 'globex' is not the account")
+    genuine = h.event(se.event("charge.succeeded", paid))
+    assert [Fact.from_bytes(v).account_id for _, v in sent(genuine, "stripe.facts") if v] == \
+        ["acme"]

@@ -23,7 +23,7 @@ from common.keys import split
 from common.settings import Settings
 from common.topics import RULES_TOPIC, TOPICS, ensure_topics
 from rules import Rule, parse_rule
-from stream.changes import rule_key
+from stream.changes import rule_document, rule_key, rule_record
 
 RuleKey = tuple[str, str]
 
@@ -73,7 +73,9 @@ async def read_rules(settings: Settings) -> dict[RuleKey, dict[str, Any]]:
                     if record.value is None:
                         rules.pop(key, None)
                     else:
-                        rules[key] = orjson.loads(record.value)
+                        doc = rule_document(orjson.loads(record.value))
+                        if isinstance(doc, dict):
+                            rules[key] = doc
             # Compaction can leave gaps, so compare positions rather than counting records.
             pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
         return rules
@@ -109,7 +111,7 @@ async def publish_rule(settings: Settings, doc: object) -> Rule:
     previous = (await read_rules(settings)).get(rule.key)
     version = int(previous.get("version", 0)) + 1 if previous else 1
     rule = dataclasses.replace(rule, version=version)
-    await _send(settings, rule_key(*rule.key), orjson.dumps(rule.to_dict()))
+    await _send(settings, rule_key(*rule.key), rule_record(rule.to_dict()))
     return rule
 
 

@@ -2,7 +2,8 @@
 worker of the previous release): each record here is written out as the literal bytes
 of its key and value, so renaming, reordering, dropping or re-typing a field fails.
 
-Decoding goes the other way: the literal is parsed back to the same object.
+Decoding goes the other way: the literal is parsed back to the same object. Every
+literal also follows its topic's published schema (`schemas/`) and key format.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import orjson
 import pytest
 
 from common.records import UnsupportedRecordVersion, versioned
+from common.topics import EVENTS_TOPIC, FACTS_TOPIC, MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC
 from connectors.contract import RawEvent
 from rules import parse_rule
 from rules.errors import RuleError
@@ -26,6 +28,7 @@ from stream.changes import (
 )
 from stream.facts import Fact, FactDecodeError
 from stream.partition_state import rule_from_doc
+from tests.record_schemas import check_record
 
 pytestmark = pytest.mark.unit
 
@@ -46,6 +49,7 @@ def test_the_envelope_on_stripe_events() -> None:
     assert envelope.key() == b"conn1:cus_1"
     assert envelope.to_bytes() == literal
     assert RawEvent.from_bytes(literal) == envelope
+    check_record(EVENTS_TOPIC, envelope.key(), literal)
 
 
 @pytest.mark.parametrize(("fact", "key", "literal"), [
@@ -79,6 +83,7 @@ def test_a_fact_on_stripe_facts(fact: Fact, key: bytes, literal: bytes) -> None:
     assert fact.key() == key
     assert fact.to_bytes() == literal
     assert Fact.from_bytes(literal) == fact
+    check_record(FACTS_TOPIC, key, literal)
 
 
 @pytest.mark.parametrize(("change", "literal", "members_value"), [
@@ -103,6 +108,8 @@ def test_a_membership_change_and_the_members_value(
     assert MembershipChange.from_bytes(literal) == change
     assert member_key("acme", "big", "ann@example.com") == b"acme\x1fbig\x1fann@example.com"
     assert member_state(change) == members_value
+    check_record(MEMBERSHIP_TOPIC, change.key(), literal)
+    check_record(MEMBERS_TOPIC, member_key("acme", "big", "ann@example.com"), members_value)
 
 
 def test_a_rule_record_on_segments_rules() -> None:
@@ -129,6 +136,7 @@ def test_a_rule_record_on_segments_rules() -> None:
     assert rule_record(rule.to_dict()) == literal
     assert rule_from_doc(literal) == rule
     assert rule_document(orjson.loads(literal)) == rule.to_dict()
+    check_record(RULES_TOPIC, rule_key(*rule.key), literal)
 
 
 # -- the schema version "v" across a rolling upgrade ----------------------------------

@@ -42,9 +42,11 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from common.keys import MalformedKey, split
+from common.records import VERSION_FIELD, UnsupportedRecordVersion, record_version
+from rules.errors import RuleError
 from rules.vocabulary import ID_PATTERN
 from serving.errors import ServingError
-from stream.changes import MembershipChange, member_state, split_member_key
+from stream.changes import MembershipChange, member_state, rule_document, split_member_key
 
 #: What a fenced write returns instead of the segment's member count.
 FENCED: Final = -1
@@ -172,7 +174,7 @@ def decode_change(value: bytes | None) -> MembershipChange:
         raise RecordError("membership change without a value")
     try:
         change = MembershipChange.from_bytes(value)
-    except (orjson.JSONDecodeError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # not JSON, not a change, an unknown "v"
         raise RecordError(f"not a membership change: {exc}") from None
     for name in ("account_id", "segment_id", "email", "at"):
         if not isinstance(getattr(change, name), str):
@@ -193,9 +195,15 @@ def write_from_member_record(key: bytes | None, value: bytes | None) -> MemberWr
     _checked_ids(account_id, segment_id, email)
     if value is not None:
         try:
-            orjson.loads(value)
+            state = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise RecordError(f"members value is not JSON: {exc}") from None
+        if not isinstance(state, dict):
+            raise RecordError("members value is not a JSON object")
+        try:
+            record_version(state)
+        except UnsupportedRecordVersion as exc:
+            raise RecordError(str(exc)) from None
     return MemberWrite(account_id, segment_id, email, value)
 
 
@@ -215,6 +223,12 @@ def write_from_rule_record(key: bytes | None, value: bytes | None) -> RuleWrite:
             raise RecordError(f"rule document is not JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise RecordError("rule document is not a JSON object")
+        if VERSION_FIELD in doc:
+            # The read model keeps (and the API shows) the rule document, not the record.
+            try:
+                value = orjson.dumps(rule_document(doc))
+            except RuleError as exc:
+                raise RecordError(str(exc)) from None
     return RuleWrite(account_id, segment_id, value)
 
 

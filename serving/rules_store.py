@@ -41,7 +41,7 @@ from common.settings import Settings
 from common.topics import RULES_TOPIC, TOPICS, ensure_topics
 from rules import Rule
 from serving.errors import ServingError
-from stream.changes import rule_key
+from stream.changes import rule_document, rule_key, rule_record
 
 RuleKey = tuple[str, str]
 
@@ -125,7 +125,9 @@ async def read_rules(settings: Settings) -> dict[RuleKey, dict[str, Any]]:
                 if record.value is None:
                     rules.pop(key, None)
                 else:
-                    rules[key] = orjson.loads(record.value)
+                    doc = rule_document(orjson.loads(record.value))
+                    if isinstance(doc, dict):
+                        rules[key] = doc
             if target is None:
                 target = consumer.highwater(tp)
         return rules
@@ -180,7 +182,7 @@ async def put_rule(settings: Settings, rule: Rule, if_match: int | None = None) 
                     raise VersionConflict.mismatch(if_match, previous)
                 stored = dataclasses.replace(rule, version=(previous or 0) + 1)
                 await _write(producer, settings, rule_key(*rule.key),
-                             orjson.dumps(stored.to_dict()))
+                             rule_record(stored.to_dict()))
                 return Stored(stored, previous is None)
         except FENCED:
             if if_match is not None or attempt == ATTEMPTS - 1:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from common.keys import pack
+from common.records import UnsupportedRecordVersion, record_version, versioned
 from rules.vocabulary import FilterId
 from stream.errors import StreamError
 
@@ -83,7 +84,8 @@ class Fact:
         return doc
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        """The `stripe.facts` value: `to_dict` with the schema version `"v"` first."""
+        return versioned(orjson.dumps(self.to_dict()))
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Fact:
@@ -95,7 +97,11 @@ class Fact:
                     doc[name] = _shared(value)
             return cls(**{**doc, "plans": plans})
         except TypeError as exc:
-            raise FactDecodeError(str(exc)) from None
+            unknown = doc.keys() - _FIELDS
+            if not unknown:
+                raise FactDecodeError(str(exc)) from None
+        # Fields added by a later release (additive changes keep "v"): ignored.
+        return cls.from_dict({k: v for k, v in doc.items() if k in _FIELDS})
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Fact:
@@ -105,8 +111,15 @@ class Fact:
             raise FactDecodeError(f"not JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise FactDecodeError("fact is not a JSON object")
+        try:
+            record_version(doc)
+        except UnsupportedRecordVersion as exc:
+            raise FactDecodeError(str(exc)) from None
+        doc.pop("v", None)
         return cls.from_dict(doc)
 
+
+_FIELDS = frozenset(Fact.__dataclass_fields__)
 
 #: Fields with few distinct values: a worker holds millions of facts, so each of these
 #: strings is kept once (interned), not once per fact as decoded from JSON.

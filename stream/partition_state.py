@@ -16,6 +16,7 @@ import orjson
 
 from common.windows import HISTORY_FLOOR_SECONDS
 from rules import Rule, RuleIndex, parse_rule
+from stream.changes import rule_document
 from stream.membership import ContactState, history_horizon
 
 _rule_cache: dict[bytes, Rule] = {}
@@ -25,7 +26,7 @@ def rule_from_doc(raw: bytes) -> Rule:
     """Parse a rule document once per distinct content, shared by all partitions."""
     rule = _rule_cache.get(raw)
     if rule is None:
-        rule = parse_rule(orjson.loads(raw))
+        rule = parse_rule(rule_document(orjson.loads(raw)))
         if len(_rule_cache) > 200_000:
             _rule_cache.clear()
         _rule_cache[bytes(memoryview(raw))] = rule  # an exact-size copy (orjson#483)

@@ -26,6 +26,7 @@ from connectors.server import SINK, STORE, create_admin_app, create_app
 from connectors.store import ConnectionStore
 from connectors.supervised_sink import SupervisedSink
 from tests.localstripe_server import free_port
+from tests.record_schemas import check_records
 from tests.tokens import ADMIN
 
 #: Only the raw-event topic: creating all six per test would be wasted time.
@@ -99,7 +100,8 @@ async def read_events(settings: Settings, *, expect: int = 0, timeout: float = 3
 
     With `expect`, waits (up to `timeout`) until that many are there; then (and with
     `expect=0`, at once) keeps reading for `quiet` seconds so that extra messages
-    would be seen too.
+    would be seen too. Every record is checked against its schema
+    (`tests/record_schemas.py`).
     """
     topic = settings.topic(EVENTS_TOPIC)
     # auto_offset_reset="earliest": assign() starts an offset reset of its own, which with
@@ -117,7 +119,9 @@ async def read_events(settings: Settings, *, expect: int = 0, timeout: float = 3
         quiet_until: float | None = None if expect else time.monotonic() + quiet
         while True:
             batch = await consumer.getmany(timeout_ms=200)
-            got.extend(RawEvent.from_bytes(m.value) for msgs in batch.values() for m in msgs)
+            for msgs in batch.values():
+                check_records(msgs)
+                got.extend(RawEvent.from_bytes(m.value) for m in msgs)
             now = time.monotonic()
             if quiet_until is None and len(got) >= expect:
                 quiet_until = now + quiet

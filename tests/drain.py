@@ -11,7 +11,8 @@ know that the input was fully processed, then read the output up to its end:
 - `read_to_end`: every committed record of a topic up to its high watermark taken now.
   A read_committed reader cannot pass a transaction still open or whose markers are
   not written yet, so this waits for those instead of stopping short of them (reading
-  to the last stable offset would).
+  to the last stable offset would). Every record read is checked against its topic's
+  schema (`tests/record_schemas.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiokafka import TopicPartition
 
 from common import kafka
 from common.settings import Settings
+from tests.record_schemas import check_records
 from tests.waiting import TimedOut, async_wait_for
 
 
@@ -107,6 +109,7 @@ async def read_to_end(settings: Settings, topic: str, timeout: float = 60.0) -> 
         while True:
             positions = {tp: await consumer.position(tp) for tp in partitions}
             if all(positions[tp] >= ends[tp] for tp in partitions):
+                check_records(records)
                 return records
             if time.monotonic() > deadline:
                 raise TimedOut(f"{topic}: at {positions}, not read to {ends} in {timeout}s "

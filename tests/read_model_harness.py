@@ -8,14 +8,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import orjson
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from common.settings import Settings
 from common.topics import MEMBERS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC, TOPICS, ensure_topics
 from serving.read_model import glob_escape
-from stream.changes import MembershipChange, member_key, member_state, rule_key
+from stream.changes import MembershipChange, member_key, member_state, rule_key, rule_record
 from tests.tokens import ADMIN
 
 SERVING_TOPICS = tuple(
@@ -66,7 +65,7 @@ class Feeder:
 
     async def rule(self, account: str, segment: str, doc: dict[str, Any] | None = None,
                    *, delete: bool = False) -> None:
-        value = None if delete else orjson.dumps(doc or rule_doc(account, segment))
+        value = None if delete else rule_record(doc or rule_doc(account, segment))
         async with self.producer.transaction():
             await self.producer.send(self.settings.topic(RULES_TOPIC), value,
                                      key=rule_key(account, segment))

@@ -23,9 +23,10 @@ from common.topics import (
 )
 from connectors.contract import RawEvent
 from stream.app import StreamOptions, create_app
-from stream.changes import MembershipChange, rule_key
+from stream.changes import MembershipChange, rule_key, rule_record
 from tests import stripe_events as se
 from tests.clock import ManualClock
+from tests.record_schemas import check_records
 from tests.waiting import async_wait_for
 from tests.worker_runner import running
 
@@ -34,7 +35,8 @@ DAY = 24 * 3600
 
 
 class Topics:
-    """Produce to and read back from the test's prefixed topics."""
+    """Produce to and read back from the test's prefixed topics; every record read back
+    is checked against its topic's schema (`tests/record_schemas.py`)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -49,7 +51,7 @@ class Topics:
                                           key=raw.key())
 
     async def rule(self, doc: dict[str, Any] | None, account: str, rule_id: str) -> None:
-        value = orjson.dumps(doc) if doc is not None else None
+        value = rule_record(doc) if doc is not None else None
         await self.producer.send_and_wait(self.settings.topic(RULES_TOPIC), value,
                                           key=rule_key(account, rule_id))
 
@@ -64,6 +66,7 @@ class Topics:
             self.seen[name] = []
         batch = await consumer.getmany(timeout_ms=200)
         for records in batch.values():
+            check_records(records)
             self.seen[name].extend(records)
         return self.seen[name]
 

@@ -32,9 +32,10 @@ from common.settings import Settings
 from common.topics import EVENTS_TOPIC, FACTS_TOPIC, RULES_TOPIC, ensure_topics
 from connectors.contract import RawEvent
 from connectors.store import new_connection_id
+from rules import parse_rule
 from serving.server import ApiProcess
 from stream.app import StreamOptions, create_app, group_id, source_topics
-from stream.changes import rule_key
+from stream.changes import rule_key, rule_record
 from tests import stripe_events as se
 from tests.conftest import TEST_SECRET_KEY
 from tests.connector_harness import Connector, end_offsets_total, running_connector
@@ -104,7 +105,8 @@ async def pipeline(kafka_bootstrap: str, redis_url: str,
         for account in ACCOUNTS:
             doc = {"id": "vip", "account_id": account, "name": f"{account} payers",
                    "filter": "charge_succeeded", "conditions": [], "timezone": "UTC"}
-            await producer.send_and_wait(settings.topic(RULES_TOPIC), orjson.dumps(doc),
+            await producer.send_and_wait(settings.topic(RULES_TOPIC),
+                                         rule_record(parse_rule(doc).to_dict()),
                                          key=rule_key(account, "vip"))
     finally:
         await producer.stop()

@@ -30,8 +30,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from common.settings import Settings
 from common.topics import EVENTS_TOPIC, FACTS_TOPIC, RULES_TOPIC, ensure_topics
 from connectors.store import new_connection_id
+from rules import parse_rule
 from stream.app import StreamOptions, create_app
-from stream.changes import rule_key
+from stream.changes import rule_key, rule_record
 from tests import stripe_events as se
 from tests.connector_harness import running_connector
 from tests.reliability.ledger import LEDGER
@@ -135,7 +136,8 @@ async def rules(settings: Settings) -> None:
                                  "value": {"count": 7, "unit": "days"}}])):
             doc = {"id": rule_id, "account_id": "acme", "name": rule_id,
                    "filter": "charge_succeeded", "conditions": conditions, "timezone": "UTC"}
-            await producer.send_and_wait(settings.topic(RULES_TOPIC), orjson.dumps(doc),
+            await producer.send_and_wait(settings.topic(RULES_TOPIC),
+                                         rule_record(parse_rule(doc).to_dict()),
                                          key=rule_key("acme", rule_id))
     finally:
         await producer.stop()

@@ -1,4 +1,8 @@
-"""Reading whole topics back, to the end offsets taken when the read starts."""
+"""Reading whole topics back, to the end offsets taken when the read starts.
+
+Every record read from a public topic is checked against its schema
+(`tests/record_schemas.py`), aborted ones included when they are read too.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.record_schemas import check_records
 
 
 async def list_topics(bootstrap: str, prefix: str = "") -> list[str]:
@@ -45,6 +51,7 @@ async def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True,
         while True:
             positions = {tp: await consumer.position(tp) for tp in partitions}
             if all(positions[tp] >= ends[tp] for tp in partitions):
+                check_records(records)
                 return records
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: not read to its end in {timeout}s")

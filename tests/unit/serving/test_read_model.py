@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 from aiohttp.test_utils import make_mocked_request
@@ -64,16 +66,17 @@ def test_rule_commands() -> None:
 def test_membership_records() -> None:
     assert decode_change(ANN.to_bytes()) == ANN
     assert write_from_change(ANN).state == member_state(ANN)
-    left = MembershipChange(**{**orjson.loads(ANN.to_bytes()), "change": "left"})
+    left = dataclasses.replace(ANN, change="left")
     assert write_from_change(left).state is None
     for raw in [None, b"nope", b"[]", b"{}", ANN.to_bytes().replace(b'"joined"', b'"moved"'),
-                ANN.to_bytes().replace(b'"acme"', b"7")]:
+                ANN.to_bytes().replace(b'"acme"', b"7"),
+                ANN.to_bytes().replace(b'{"v":1,', b'{"v":2,')]:
         with pytest.raises(RecordError):
             decode_change(raw)
     for bad in [{"account_id": "a:b"}, {"segment_id": "has space"}, {"email": "Ann@x.com"},
                 {"email": ""}]:
         with pytest.raises(RecordError):
-            write_from_change(MembershipChange(**{**orjson.loads(ANN.to_bytes()), **bad}))
+            write_from_change(dataclasses.replace(ANN, **bad))
 
 
 def test_members_and_rules_records() -> None:
@@ -81,15 +84,18 @@ def test_members_and_rules_records() -> None:
     assert write_from_member_record(key, member_state(ANN)) == MemberWrite(
         "acme", "vip", "ann@example.com", member_state(ANN))
     assert write_from_member_record(key, None).state is None
-    for k, v in [(None, b"{}"), (b"acme\x1fvip", b"{}"), (key, b"nope"),
-                 (member_key("acme", "v:p", "a@x.com"), None)]:
+    for k, v in [(None, b"{}"), (b"acme\x1fvip", b"{}"), (key, b"nope"), (key, b"[]"),
+                 (key, b'{"v":2}'), (member_key("acme", "v:p", "a@x.com"), None)]:
         with pytest.raises(RecordError):
             write_from_member_record(k, v)
     assert write_from_rule_record(rule_key("acme", "vip"), b'{"id": "vip"}') == RuleWrite(
         "acme", "vip", b'{"id": "vip"}')
+    # The read model keeps the rule document: the record's schema version is dropped.
+    assert write_from_rule_record(rule_key("acme", "vip"), b'{"v":1,"id":"vip"}') == RuleWrite(
+        "acme", "vip", b'{"id":"vip"}')
     assert write_from_rule_record(rule_key("acme", "vip"), None).doc is None
     for k, v in [(None, b"{}"), (b"acme", b"{}"), (rule_key("acme", "vip"), b"[1]"),
-                 (rule_key("acme", "vip"), b"{")]:
+                 (rule_key("acme", "vip"), b"{"), (rule_key("acme", "vip"), b'{"v":2}')]:
         with pytest.raises(RecordError):
             write_from_rule_record(k, v)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import defaultdict
 from typing import Any
@@ -114,20 +113,9 @@ def retry(reason: str) -> web.Response:
     return response
 
 
-_INDEX = re.compile(r"\[(\d+)\]")
-
-
-def json_pointer(path: str) -> str:
-    """`conditions[2].value` as a JSON Pointer, `/conditions/2/value` ("" = the rule)."""
-    if not path:
-        return ""
-    parts = _INDEX.sub(r".\1", path).split(".")
-    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts if p)
-
-
 def invalid(errors: list[FieldError]) -> web.Response:
-    return json_response({"errors": [{"path": json_pointer(e.path), "message": e.reason}
-                                     for e in errors]}, 422)
+    """422 listing every problem; `FieldError.path` is already a JSON Pointer."""
+    return json_response({"errors": [e.to_dict() for e in errors]}, 422)
 
 
 async def preview(request: web.Request) -> web.Response:
@@ -140,7 +128,7 @@ async def preview(request: web.Request) -> web.Response:
         return invalid([FieldError("", "the rule must be a JSON object")])
     doc = dict(doc)
     if doc.setdefault("account_id", account_id) != account_id:
-        return invalid([FieldError("account_id", f"must be {account_id!r}, the path's")])
+        return invalid([FieldError("/account_id", f"must be {account_id!r}, the path's")])
     doc.setdefault("id", PREVIEW_ID)
     doc.setdefault("name", doc["id"])
     doc.pop("version", None)

@@ -132,8 +132,8 @@ async def test_killed_and_restarted_the_example_ends_with_the_members_picture(
         assert consumer.returncode == 0
 
     doc = json.loads(state.read_text())
-    members = await read_to_end(settings.kafka_bootstrap_servers, settings.topic(MEMBERS_TOPIC))
-    changes = await read_to_end(settings.kafka_bootstrap_servers,
+    members = await read_to_end(settings, settings.topic(MEMBERS_TOPIC))
+    changes = await read_to_end(settings,
                                 settings.topic(MEMBERSHIP_TOPIC))
     expected = _picture_of(members)
     assert expected["acme"]["payers"]

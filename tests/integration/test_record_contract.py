@@ -38,14 +38,14 @@ async def test_the_shared_readers_fail_on_a_record_that_breaks_its_schema(
     await ensure_topics(settings, tuple(s for s in TOPICS if s.name == MEMBERSHIP_TOPIC))
     await _produce(settings, MEMBERSHIP_TOPIC, CHANGE.key(), CHANGE.to_bytes())
     topic = settings.topic(MEMBERSHIP_TOPIC)
-    assert [r.value for r in await read_to_end(settings.kafka_bootstrap_servers, topic)] == [
+    assert [r.value for r in await read_to_end(settings, topic)] == [
         CHANGE.to_bytes()]
 
     # A change without its schema version, as a producer that forgot it would write.
     await _produce(settings, MEMBERSHIP_TOPIC, CHANGE.key(),
                    CHANGE.to_bytes().replace(b'"v":1,', b""))
     with pytest.raises(RecordSchemaError, match="'v' is a required property"):
-        await read_to_end(settings.kafka_bootstrap_servers, topic)
+        await read_to_end(settings, topic)
     with pytest.raises(RecordSchemaError, match="'v' is a required property"):
         await read_topic(settings.kafka_bootstrap_servers, topic)
 
@@ -58,6 +58,6 @@ async def test_published_rules_follow_the_rules_record_schema(settings: Settings
     await publish_rule(settings, {"id": "vip", "account_id": "acme", "name": "VIP 2",
                                   "filter": "charge_succeeded", "conditions": []})
     assert await delete_rule(settings, "acme", "vip")
-    records = await read_to_end(settings.kafka_bootstrap_servers, settings.topic(RULES_TOPIC))
+    records = await read_to_end(settings, settings.topic(RULES_TOPIC))
     assert [r.value is None for r in records] == [False, False, True]
     assert [r.value[:7] for r in records[:2]] == [b'{"v":1,'] * 2

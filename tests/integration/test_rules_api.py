@@ -92,7 +92,7 @@ async def rules_end(settings: Settings) -> int:
     """The high watermark of segments.rules (waits for a just-created topic's metadata)."""
     async def ends() -> tuple[int] | None:
         try:
-            found = await end_offsets(settings.kafka_bootstrap_servers,
+            found = await end_offsets(settings,
                                       [settings.topic(RULES_TOPIC)])
         except AssertionError:  # not in the broker's metadata yet
             return None
@@ -208,7 +208,7 @@ async def test_invalid_rule_lists_every_error_and_publishes_nothing(
         assert r.status == 422
         assert (await r.json())["errors"][0]["path"] == ""
     assert await rules_end(settings) == before
-    assert await read_to_end(settings.kafka_bootstrap_servers,
+    assert await read_to_end(settings,
                              settings.topic(RULES_TOPIC)) == []
 
 
@@ -244,7 +244,7 @@ async def test_concurrent_conditional_writes_one_wins(settings: Settings,
         client.put("race", big_payers(f"writer {i}"), {"If-Match": "1"}) for i in range(5)))
     statuses = sorted(status for status, _, _ in answers)
     assert statuses == [200, 409, 409, 409, 409], statuses
-    records = await read_to_end(settings.kafka_bootstrap_servers, settings.topic(RULES_TOPIC))
+    records = await read_to_end(settings, settings.topic(RULES_TOPIC))
     versions = [orjson.loads(r.value)["version"] for r in records]
     assert versions == [1, 2]
     # Unconditional writers at once: each gets its own version, none is lost.

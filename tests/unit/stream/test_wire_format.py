@@ -83,7 +83,7 @@ def test_the_envelope_on_stripe_events() -> None:
     (Fact("re_1", "refunded", "acme", "conn1", "cy@example.com", 1_700_000_000, amount=5000,
           currency="usd", refund_amount=2500, retracted=True),
      b"acme\x1fcy@example.com",
-     b'{"fact_id":"re_1","filter":"refunded","account_id":"acme","connection_id":"conn1",'
+     b'{"v":1,"fact_id":"re_1","filter":"refunded","account_id":"acme","connection_id":"conn1",'
      b'"email":"cy@example.com","occurred_at":1700000000,"customer_id":null,"amount":5000,'
      b'"currency":"usd","refund_amount":2500,"plans":[],"start_date":null,'
      b'"end_date":null,"source_event_id":"","source_event_type":"","retracted":true}'),

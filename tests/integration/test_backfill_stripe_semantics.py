@@ -193,9 +193,13 @@ async def test_requests_are_paced_and_429_waits_for_retry_after(
     assert times[1] - times[0] >= 0.95, "the 429's Retry-After: 1 was honoured"
     later = times[1:]
     assert len(later) >= 5
-    # Never faster than 10 requests/s (small slack for timer granularity).
+    # Never faster than 10 requests/s. Arrival times at the server jitter on a loaded
+    # machine (one request delivered late makes the next gap short), so the rate is
+    # checked over every window of 5 requests, and single gaps only against a burst.
     gaps = [b - a for a, b in itertools.pairwise(later)]
-    assert min(gaps) >= 0.09, gaps
+    windows = [later[i + 4] - later[i] for i in range(len(later) - 4)]
+    assert min(windows) >= 4 * 0.1 - 0.05, windows
+    assert min(gaps) >= 0.05, gaps
 
 
 async def test_the_seconds_before_connecting_are_read_after_the_settle_delay(

@@ -22,6 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from common.settings import Settings
+from connectors.backfill import BackfillOptions
 from serving.read_model import glob_escape
 from tests import stripe_events as se
 from tests.connector_harness import Connector, running_connector
@@ -59,8 +60,11 @@ async def _request(connector: Connector, method: str, path: str,
 
 async def test_every_path_a_secret_travels(settings: Settings, localstripe: str) -> None:
     emulated = replace(settings, stripe_api_base=localstripe)
-    async with running_connector(emulated, registration="localstripe",
-                                 start_backfill=True) as connector:
+    # localstripe runs on our own clock and is consistent at once: no settle delay, no
+    # overlap (the defaults make a backfill wait two minutes before it is done).
+    async with running_connector(emulated, registration="localstripe", start_backfill=True,
+                                 backfill_options=BackfillOptions(settle_s=0, overlap_s=0)
+                                 ) as connector:
         key, secret = LEDGER.api_key(), LEDGER.webhook_secret()
         status, created = await _request(connector, "POST", "/connections",
                                          json={"account_id": "acme", "api_key": key,

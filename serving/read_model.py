@@ -41,8 +41,8 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from common.ids import valid_id as valid_id  # re-exported for callers of old
 from common.keys import MalformedKey, split
-from rules.vocabulary import ID_PATTERN
 from serving.errors import ServingError
 from stream.changes import MembershipChange, member_state, split_member_key
 
@@ -51,15 +51,8 @@ FENCED: Final = -1
 #: The generation served before any rebuild (and after Redis lost everything).
 INITIAL_GENERATION: Final = "0"
 
-_ID: Final = re.compile(ID_PATTERN)
-
-
 class RecordError(ServingError, ValueError):
     """A record on a read-model input topic does not follow its contract."""
-
-
-def valid_id(value: str) -> bool:
-    return bool(_ID.fullmatch(value))
 
 
 @dataclass(frozen=True, slots=True)

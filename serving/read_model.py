@@ -43,6 +43,7 @@ import orjson
 
 from common.ids import valid_id as valid_id  # re-exported for callers of old
 from common.keys import MalformedKey, split
+from rules import RuleError, parse_rule
 from serving.errors import ServingError
 from stream.changes import MembershipChange, member_state, split_member_key
 
@@ -208,6 +209,14 @@ def write_from_rule_record(key: bytes | None, value: bytes | None) -> RuleWrite:
             raise RecordError(f"rule document is not JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise RecordError("rule document is not a JSON object")
+        # A rule that fails validation is not in force (the workers dead-letter it):
+        # skipping it keeps the version in force on show (issue 14).
+        try:
+            rule = parse_rule(doc)
+        except RuleError as exc:
+            raise RecordError(str(exc)) from None
+        if (rule.account_id, rule.id) != (account_id, segment_id):
+            raise RecordError("rule document names another segment than its key")
     return RuleWrite(account_id, segment_id, value)
 
 

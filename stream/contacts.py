@@ -68,10 +68,12 @@ class ContactResolver:
     def handle(self, raw: RawEvent, now: int) -> Outcome:
         """Raises `stream.classify.ClassifyError` for an event that cannot be understood."""
         out = Outcome()
+        # Both can raise ClassifyError: decided before any table is written.
         update = customer_email_update(raw.event)
+        occurrences = list(classify(raw.event))
         if update is not None:
             self._customer_email(raw, update[0], update[1], now, out)
-        for occurrence in classify(raw.event):
+        for occurrence in occurrences:
             self._occurrence(raw, occurrence, now, out)
         return out
 

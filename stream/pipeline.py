@@ -24,7 +24,6 @@ from typing import Any
 
 import orjson
 
-from common.keys import split
 from common.settings import Settings
 from common.topics import (
     BY_CHARGE_TOPIC,
@@ -38,12 +37,21 @@ from common.topics import (
     state_topic,
 )
 from connectors.contract import ContractError, RawEvent
-from rules import RuleError
 from stream.attribution import ByChargeDecodeError, ChargeJoin, JoinTables, sweep_join
 from stream.changes import MembershipChange, member_key, member_state
 from stream.classify import ClassifyError
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
-from stream.facts import Fact, FactDecodeError
+from stream.facts import Fact
+from stream.inputs import (
+    INPUT_ERRORS,
+    FutureEventError,
+    InvalidRuleError,
+    RuleChange,
+    check_future,
+    checked_rule,
+    decode_control,
+    decode_fact,
+)
 from stream.membership import (
     ContactState,
     hold,
@@ -58,14 +66,15 @@ from stream.metrics import StreamMetrics
 from stream.options import StreamOptions
 from stream.partition_state import PartitionState, rule_from_doc
 from stream.runtime import Outbox
-from stream.state import JSON, RAW, Codec, State, compact, recover_all
+from stream.state import JSON, RAW, Codec, State, recover_all
 
 log = logging.getLogger(__name__)
 #: How often each classify partition forgets dedup entries past their window.
 SWEEP_SECONDS = 60
 CONTACT = Codec(ContactState.to_bytes, ContactState.from_bytes)
-#: Errors of a malformed fact or control message: dead-lettered, never fatal.
-BAD_INPUT = (FactDecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError)
+#: Errors of input that breaks its contract (`stream.inputs`): dead-lettered, never
+#: fatal. Anything else raised while processing is a bug: it stops the worker.
+BAD_INPUT = INPUT_ERRORS
 
 
 class Pipeline:
@@ -137,12 +146,19 @@ class Pipeline:
                 self._attribute(join, record, out)
         elif topic in (self.facts_topic, self.control_topic):
             ps = self.partitions[partition]
-            handle = self._fact if topic == self.facts_topic else self._control
+            is_fact = topic == self.facts_topic
             for record in records:
+                # Decided before any state is touched: only input errors are bad input.
                 try:
-                    handle(ps, record.value, out)
+                    decoded = (decode_fact(record.value, self.clock()) if is_fact
+                               else decode_control(record.value))
                 except BAD_INPUT as exc:
                     self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
+                    continue
+                if isinstance(decoded, Fact):
+                    self._fact(ps, decoded, out)
+                elif decoded is not None:
+                    self._rule(ps, decoded.key, decoded, out)
         elif topic == self.rules_topic:
             for record in records:
                 self._fan_out_rule(record, out)
@@ -172,6 +188,7 @@ class Pipeline:
     async def _classify(self, resolver: ContactResolver, record: Any, out: Outbox) -> None:
         try:
             raw = RawEvent.from_bytes(record.value)
+            check_future(raw.event.get("created"), self.clock(), f"event {raw.event_id}")
             outcome = resolver.handle(raw, self.clock())
             await self._look_up_emails(resolver, raw, outcome)
             self.metrics.record_outcome(raw.event_type, outcome)
@@ -179,7 +196,7 @@ class Pipeline:
                 out.send(self.facts_topic, fact.key(), fact.to_bytes())
             for key, value in outcome.by_charge:
                 out.send(self.by_charge_topic, key, value)
-        except (ContractError, ClassifyError) as exc:
+        except (ContractError, ClassifyError, FutureEventError) as exc:
             self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
 
     def _attribute(self, join: ChargeJoin, record: Any, out: Outbox) -> None:
@@ -234,12 +251,19 @@ class Pipeline:
         ])
 
     def _fan_out_rule(self, record: Any, out: Outbox) -> None:
+        """A rule that fails validation is dead-lettered here, once, with its reasons,
+        and never reaches a partition: the version in force stays in force."""
         try:
+            key = record.key.decode() if record.key is not None else ""
             doc = orjson.loads(record.value) if record.value else None
-        except orjson.JSONDecodeError as exc:
-            self._dead_letter(record, f"JSONDecodeError: {exc}", out)
+            checked_rule(key, doc)
+        except BAD_INPUT as exc:
+            if isinstance(exc, InvalidRuleError):
+                self.metrics.invalid_rules.inc()
+            self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
             return
-        message = orjson.dumps({"k": "rule", "key": record.key.decode(), "doc": doc})
+        # `at`: when the rule changed, one instant for every partition (SPEC, `at`).
+        message = orjson.dumps({"k": "rule", "key": key, "doc": doc, "at": self.clock()})
         for p in range(self.settings.partitions):
             out.send(self.control_topic, record.key, message, p)
 
@@ -271,8 +295,7 @@ class Pipeline:
         self.contacts.view(ps.partition)[key] = contact
         ps.track(key, contact)
 
-    def _fact(self, ps: PartitionState, raw: bytes, out: Outbox) -> None:
-        fact = Fact.from_bytes(raw)
+    def _fact(self, ps: PartitionState, fact: Fact, out: Outbox) -> None:
         now = self.clock()
         if too_old(fact, now, ps.horizon):
             self.metrics.beyond_horizon(fact.filter)
@@ -310,26 +333,16 @@ class Pipeline:
             self._save(ps, key, contact)
             self._publish(changes, out)
 
-    def _control(self, ps: PartitionState, raw: bytes, out: Outbox) -> None:
-        control = orjson.loads(raw)
-        if control.get("k") == "rule":
-            self._rule(ps, control["key"], control.get("doc"), out)
-        # "tick" messages of earlier versions are ignored: the runtime ticks itself.
-
-    def _rule(self, ps: PartitionState, rule_key: str, doc: Any, out: Outbox) -> None:
-        account_id, rule_id = split(rule_key, 2)
+    def _rule(self, ps: PartitionState, rule_key: str, change: RuleChange,
+              out: Outbox) -> None:
+        """A rule change, decoded and validated (`stream.inputs.decode_control`)."""
+        account_id, rule_id = change.account_id, change.rule_id
         now = self.clock()
-        new = None
+        new = change.rule
         rules = self.partition_rules.view(ps.partition)
-        if doc is not None:
-            raw = compact(orjson.dumps(doc))  # kept per partition: exact size
-            try:
-                new = rule_from_doc(raw)
-            except RuleError as exc:
-                log.error("ignoring invalid rule %s: %s", rule_key, exc)
-                return
+        if new is not None and change.raw is not None:
             old = ps.add_rule(new)
-            rules[rule_key] = raw
+            rules[rule_key] = change.raw  # kept per partition: exact size
         else:
             old = ps.remove_rule(account_id, rule_id)
             rules.pop(rule_key, None)

@@ -85,11 +85,17 @@ def test_members_and_rules_records() -> None:
                  (member_key("acme", "v:p", "a@x.com"), None)]:
         with pytest.raises(RecordError):
             write_from_member_record(k, v)
-    assert write_from_rule_record(rule_key("acme", "vip"), b'{"id": "vip"}') == RuleWrite(
-        "acme", "vip", b'{"id": "vip"}')
+    doc = orjson.dumps({"id": "vip", "account_id": "acme", "name": "VIPs",
+                        "filter": "refunded", "conditions": []})
+    assert write_from_rule_record(rule_key("acme", "vip"), doc) == RuleWrite(
+        "acme", "vip", doc)
     assert write_from_rule_record(rule_key("acme", "vip"), None).doc is None
+    # A rule failing validation, or naming another segment than its key, is not in
+    # force (issue 14): skipped, so the version in force stays shown.
+    invalid = doc.replace(b'"refunded"', b'"nope"')
     for k, v in [(None, b"{}"), (b"acme", b"{}"), (rule_key("acme", "vip"), b"[1]"),
-                 (rule_key("acme", "vip"), b"{")]:
+                 (rule_key("acme", "vip"), b"{"), (rule_key("acme", "vip"), invalid),
+                 (rule_key("acme", "vip"), b'{"id": "vip"}'), (rule_key("acme", "gold"), doc)]:
         with pytest.raises(RecordError):
             write_from_rule_record(k, v)
 

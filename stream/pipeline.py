@@ -38,7 +38,8 @@ from common.topics import (
 )
 from connectors.contract import ContractError, RawEvent
 from stream.attribution import ByChargeDecodeError, ChargeJoin, JoinTables, sweep_join
-from stream.changes import MembershipChange, member_key, member_state
+from stream.changes import MembershipChange, iso, member_key, member_record, member_state
+from stream.changes import rule_key as pack_rule_key
 from stream.classify import ClassifyError
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
 from stream.facts import Fact
@@ -104,6 +105,8 @@ class Pipeline:
         self.waiting = self._state("waiting")
         self.contacts = self._state("contacts", CONTACT)
         self.partition_rules = self._state("rules", RAW)
+        #: rule key -> when its version in force came into force (`at` of `fact` changes).
+        self.rule_times = self._state("rule_times")
         self.partitions: dict[int, PartitionState] = {}
         self.last_sweep: dict[int, int] = {}
         self._changes: dict[tuple[str, str], Any] = {}
@@ -309,13 +312,16 @@ class Pipeline:
         if forgotten:
             self.metrics.history_forgotten.inc(forgotten)
         rules = ps.rules.for_fact(fact.account_id, fact.filter)
+        times = self.rule_times.view(ps.partition)
+        since = {rule.id: times.get(pack_rule_key(rule.account_id, rule.id).decode(), 0)
+                 for rule in rules}
         if fact.retracted:
-            changes = on_retract(contact, fact, rules, now)
+            changes = on_retract(contact, fact, rules, now, since)
         else:
             capped = hold(contact, fact, rules, now)
             if capped:
                 self.metrics.history_dropped.inc(capped)
-            changes = on_fact(contact, fact, rules, now)
+            changes = on_fact(contact, fact, rules, now, since)
         self._save(ps, key, contact)
         self._publish(changes, out)
 
@@ -338,12 +344,15 @@ class Pipeline:
         """A rule change, decoded and validated (`stream.inputs.decode_control`)."""
         account_id, rule_id = change.account_id, change.rule_id
         now = self.clock()
+        at = now if change.at is None else change.at
         new = change.rule
         rules = self.partition_rules.view(ps.partition)
         if new is not None and change.raw is not None:
             old = ps.add_rule(new)
             rules[rule_key] = change.raw  # kept per partition: exact size
+            self.rule_times.view(ps.partition)[rule_key] = at
         else:
+            self.rule_times.view(ps.partition).pop(rule_key, None)
             old = ps.remove_rule(account_id, rule_id)
             rules.pop(rule_key, None)
         view = self.contacts.view(ps.partition)
@@ -352,7 +361,23 @@ class Pipeline:
             if contact is None:
                 continue
             before = (dict(contact.members), dict(contact.due))
-            changes = on_rule(contact, old, new, now)
+            changes = on_rule(contact, old, new, now, at)
             if (contact.members, contact.due) != before:
                 self._save(ps, key, contact)
             self._publish(changes, out)
+            if new is not None and not changes:
+                self._restate(contact, new.id, before[0].get(new.id), at, out)
+
+    def _restate(self, contact: ContactState, segment_id: str, was: int | None, at: int,
+                 out: Outbox) -> None:
+        """A rule edit kept a member: its members record states the new rule version
+        (same `since` and fact id; no membership event, nobody joined or left)."""
+        version = contact.members.get(segment_id)
+        if version is None or was is None or was == version:
+            return
+        # A member of an earlier release has no recorded `since`: the edit's instant.
+        since, fact_id = contact.since.get(segment_id) or (iso(at), None)
+        out.send(self.members_topic, member_key(contact.account_id, segment_id,
+                                                contact.email),
+                 member_record(contact.account_id, segment_id, contact.email, since,
+                               fact_id, version))

@@ -83,6 +83,10 @@ class ContactState:
     #: their `segments.members` record says, to restate it under a new rule version.
     since: dict[str, list[Any]] = field(default_factory=dict)
 
+    def empty(self) -> bool:
+        """Nothing held, nothing due, a member of nothing: the contact can be deleted."""
+        return not self.facts and not self.members and not self.due
+
     def next_due(self) -> int | None:
         return min(self.due.values(), default=None)
 

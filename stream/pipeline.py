@@ -72,6 +72,9 @@ from stream.state import JSON, RAW, Codec, State, recover_all
 log = logging.getLogger(__name__)
 #: How often each classify partition forgets dedup entries past their window.
 SWEEP_SECONDS = 60
+#: Contacts each membership partition prunes (and deletes if empty) per tick; a round
+#: over all of them starts at most every `SWEEP_SECONDS`.
+CONTACT_SWEEP_BATCH = 1000
 CONTACT = Codec(ContactState.to_bytes, ContactState.from_bytes)
 #: Errors of input that breaks its contract (`stream.inputs`): dead-lettered, never
 #: fatal. Anything else raised while processing is a bug: it stops the worker.
@@ -109,6 +112,8 @@ class Pipeline:
         self.rule_times = self._state("rule_times")
         self.partitions: dict[int, PartitionState] = {}
         self.last_sweep: dict[int, int] = {}
+        #: partition -> (contact keys left in this sweep round, when the round started)
+        self.contact_sweep: dict[int, tuple[list[str], int]] = {}
         self._changes: dict[tuple[str, str], Any] = {}
 
     def _state(self, name: str, codec: Codec = JSON) -> State:
@@ -136,6 +141,7 @@ class Pipeline:
         for p in partitions:
             self.partitions.pop(p, None)
             self.last_sweep.pop(p, None)
+            self.contact_sweep.pop(p, None)
 
     async def process(self, partition: int, topic: str, records: list[Any],
                       out: Outbox) -> None:
@@ -172,6 +178,7 @@ class Pipeline:
         ps = self.partitions.get(partition)
         if ps is not None and self.options.membership:
             self._timers(ps, now, out)
+            self._sweep_contacts(ps, now)
 
     def state_writes(self, partition: int, out: Outbox) -> None:
         for store in self.states:
@@ -295,8 +302,38 @@ class Pipeline:
                      member_state(change))
 
     def _save(self, ps: PartitionState, key: str, contact: ContactState) -> None:
-        self.contacts.view(ps.partition)[key] = contact
+        view = self.contacts.view(ps.partition)
+        if contact.empty():  # deleted, with a tombstone on its changelog
+            if key in view:
+                del view[key]
+                self.metrics.contacts_deleted.inc()
+            ps.untrack(key, contact.account_id)
+            return
+        view[key] = contact
         ps.track(key, contact)
+
+    def _sweep_contacts(self, ps: PartitionState, now: int) -> None:
+        """Prune contacts that get no new fact, a batch per tick, and delete those left
+        empty (every fact aged out and no rule needs it, nothing due, no membership).
+        Pruning changes no membership (`stream.membership`, "Retention")."""
+        keys, started = self.contact_sweep.get(ps.partition) or ([], 0)
+        if not keys:
+            if now - started < SWEEP_SECONDS:
+                return
+            keys, started = list(self.contacts.view(ps.partition)), now
+            self.contact_sweep[ps.partition] = (keys, started)
+        view = self.contacts.view(ps.partition)
+        for _ in range(min(CONTACT_SWEEP_BATCH, len(keys))):
+            key = keys.pop()
+            contact = view.get(key)
+            if contact is None:
+                continue
+            forgotten = prune(contact, now, ps.horizon,
+                              ps.rules_of(contact.account_id, contact.facts))
+            if forgotten:
+                self.metrics.history_forgotten.inc(forgotten)
+            if forgotten or contact.empty():
+                self._save(ps, key, contact)
 
     def _fact(self, ps: PartitionState, fact: Fact, out: Outbox) -> None:
         now = self.clock()

@@ -41,7 +41,8 @@ CONNECTIONS_TOPIC = "segments.connections"
 #: The named states of the worker, each with its changelog (stream/state.py).
 #: `charges` (payers) and `waiting` (refunds before their payer) are partitioned by
 #: charge, like `segments.by-charge`; the others like the topic their keys come from.
-STATE_NAMES = ("customers", "charges", "waiting", "seen", "parked", "contacts", "rules")
+STATE_NAMES = ("customers", "charges", "waiting", "seen", "parked", "contacts", "rules",
+               "rule_times")
 
 
 def state_topic(name: str) -> str:

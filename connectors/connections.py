@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from common.auth import principal
+from common.ids import ID_RULE, valid_id
 from common.settings import Settings
 from common.windows import BACKFILL_DAYS
 from connectors.backfill import BackfillJob, BackfillOptions, run_backfill
@@ -50,7 +50,6 @@ from connectors.webhooks import LOG_FIELDS, NOT_FOUND, read_capped
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
 #: What Stripe secrets (and publishable keys) start with: never a valid account id.
 SECRET_PREFIXES = ("sk_", "rk_", "pk_", "whsec_")
@@ -98,10 +97,8 @@ def parse_connect_request(body: bytes) -> ConnectRequest:
     if unknown:
         raise FieldError(unknown[0], "unknown field")
     account_id = doc.get("account_id")
-    if not isinstance(account_id, str) or not ACCOUNT_ID.fullmatch(account_id):
-        raise FieldError(
-            "account_id", "required: 1-128 characters of letters, digits and _ . : @ -"
-        )
+    if not isinstance(account_id, str) or not valid_id(account_id):
+        raise FieldError("account_id", f"required: {ID_RULE}")
     if account_id.startswith(SECRET_PREFIXES):
         # A key pasted into the wrong field would otherwise be stored, logged and put on
         # every topic in clear, as the account id.

@@ -10,12 +10,12 @@ Nothing here uses `assert`: validation must survive `python -O`.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Final
 from zoneinfo import ZoneInfo
 
+from common.ids import valid_id
 from rules.conditions import Condition, MoneyCondition
 from rules.dates import load_zone
 from rules.errors import FieldError, RuleError, pointer
@@ -38,14 +38,12 @@ from rules.vocabulary import (
     FIELD_FILTERS,
     FIELDS,
     FILTERS,
-    ID_PATTERN,
     MAX_CONDITIONS,
     MAX_NAME_LENGTH,
     OPS,
     TOP_LEVEL_KEYS,
 )
 
-_ID: Final = re.compile(ID_PATTERN)
 _ALL_OPS: Final = tuple(dict.fromkeys(op for ops in OPS.values() for op in ops))
 _UTC: Final = ZoneInfo("UTC")
 
@@ -100,7 +98,7 @@ def _identifier(doc: Mapping[str, object], key: str, errors: Errors) -> str:
         errors.append(FieldError(where, "must not be empty"))
     elif len(value) > 128:
         errors.append(FieldError(where, f"must be at most 128 characters, got {len(value)}"))
-    elif not _ID.fullmatch(value):
+    elif not valid_id(value):
         errors.append(FieldError(where, "may only contain letters, digits, '.', '_' and '-'"))
     return value
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
+from common.ids import ID_PATTERN as ID_PATTERN  # re-exported: `common.ids` owns it
+
 #: The six filters of SPEC, in the article's order; facts and rules both use these ids.
 FilterId = Literal[
     "charge_failed",
@@ -99,8 +101,6 @@ TOP_LEVEL_KEYS: Final[tuple[str, ...]] = (
 REQUIRED_KEYS: Final[tuple[str, ...]] = ("id", "account_id", "name", "filter", "conditions")
 CONDITION_KEYS: Final[tuple[str, ...]] = ("field", "op", "value")
 
-#: Identifier syntax for `id` and `account_id`.
-ID_PATTERN: Final[str] = r"^[A-Za-z0-9._-]{1,128}$"
 MAX_NAME_LENGTH: Final[int] = 200
 MAX_CONDITIONS: Final[int] = 50
 MAX_PLAN_ID_LENGTH: Final[int] = 255

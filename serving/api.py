@@ -25,10 +25,10 @@ from redis.exceptions import RedisError
 
 from common.auth import principal
 from common.http import Handler, json_response, log_request, route_of
+from common.ids import ID_RULE, valid_id
 from serving.change_feed import Feed
 from serving.errors import ServingError
 from serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
-from serving.read_model import valid_id
 from serving.read_model_query import BadCursor, ReadModelReader, Segment, decode_cursor
 from serving.status_table import StatusTable
 from stream.facts import normalize_email
@@ -77,7 +77,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def id_param(value: str, name: str) -> str:
     if not valid_id(value):
-        raise ApiError(400, f"{name} must be 1-128 characters of A-Z a-z 0-9 . _ - (got {value!r})")
+        raise ApiError(400, f"{name} must be {ID_RULE} (got {value!r})")
     return value
 
 

@@ -41,10 +41,10 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from common.ids import valid_id as valid_id  # re-exported for callers of old
 from common.keys import MalformedKey, split
 from common.records import VERSION_FIELD, UnsupportedRecordVersion, record_version
-from rules.errors import RuleError
-from rules.vocabulary import ID_PATTERN
+from rules import RuleError, parse_rule
 from serving.errors import ServingError
 from stream.changes import MembershipChange, member_state, rule_document, split_member_key
 
@@ -53,15 +53,8 @@ FENCED: Final = -1
 #: The generation served before any rebuild (and after Redis lost everything).
 INITIAL_GENERATION: Final = "0"
 
-_ID: Final = re.compile(ID_PATTERN)
-
-
 class RecordError(ServingError, ValueError):
     """A record on a read-model input topic does not follow its contract."""
-
-
-def valid_id(value: str) -> bool:
-    return bool(_ID.fullmatch(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,12 +216,21 @@ def write_from_rule_record(key: bytes | None, value: bytes | None) -> RuleWrite:
             raise RecordError(f"rule document is not JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise RecordError("rule document is not a JSON object")
+        # The read model keeps (and the API shows) the rule document, not the record.
+        try:
+            document = rule_document(doc)
+        except RuleError as exc:
+            raise RecordError(str(exc)) from None
+        # A rule that fails validation is not in force (the workers dead-letter it):
+        # skipping it keeps the version in force on show (issue 14).
+        try:
+            rule = parse_rule(document)
+        except RuleError as exc:
+            raise RecordError(str(exc)) from None
+        if (rule.account_id, rule.id) != (account_id, segment_id):
+            raise RecordError("rule document names another segment than its key")
         if VERSION_FIELD in doc:
-            # The read model keeps (and the API shows) the rule document, not the record.
-            try:
-                value = orjson.dumps(rule_document(doc))
-            except RuleError as exc:
-                raise RecordError(str(exc)) from None
+            value = orjson.dumps(document)
     return RuleWrite(account_id, segment_id, value)
 
 

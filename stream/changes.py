@@ -4,6 +4,25 @@
 (account + email), so one member's changes stay in order on one partition.
 `segments.members` is compacted and holds the current state per (account, segment,
 email); a leave writes a tombstone, so the topic alone rebuilds the whole picture.
+
+Two instants per change (SPEC, "Membership over time"):
+
+- `at`: when the change became true, in the terms of its `cause`:
+  - `fact`: the fact's event time (Stripe's `created` of the occurrence, or of the
+    retraction), or, when the fact predates the version of the rule in force, the
+    instant that version came into force (the later of the two); never later than
+    `observed_at` (an event dated ahead of the worker's clock, at most a day, counts
+    from when it was seen). A late fact is dated by its event time, though its change
+    is published when it arrives.
+  - `time`: the due instant, when the relative window moved (not the tick that saw it).
+  - `rule`: when the rule was created, changed or deleted: the instant the worker
+    fanned the change out to the partitions, the same for every member.
+- `observed_at`: processing time, when the worker made the change (its clock).
+
+`segments.members` always states the rule version under which the member currently
+qualifies: a rule edit that keeps a member rewrites its members record with the new
+`rule_version` (same `since` and `fact_id`), without a membership event (nobody joined
+or left).
 """
 
 from __future__ import annotations
@@ -34,11 +53,14 @@ class MembershipChange:
     segment_id: str
     email: str
     change: Change
-    #: When membership changed (event time of the cause), ISO-8601 UTC.
+    #: When the change became true, in the terms of its cause (see above), ISO UTC.
     at: str
     cause: Cause
     fact_id: str | None
     rule_version: int
+    #: When the worker made the change (processing time), ISO-8601 UTC; empty only in
+    #: records of earlier versions, which lacked it.
+    observed_at: str = ""
 
     def key(self) -> bytes:
         return contact_key(self.account_id, self.email)
@@ -78,15 +100,22 @@ def member_state(change: MembershipChange) -> bytes | None:
     """The `segments.members` value after `change`: the state, or a tombstone on leave."""
     if change.change == "left":
         return None
+    return member_record(change.account_id, change.segment_id, change.email, change.at,
+                         change.fact_id, change.rule_version)
+
+
+def member_record(account_id: str, segment_id: str, email: str, since: str,
+                  fact_id: str | None, rule_version: int) -> bytes:
+    """A `segments.members` value: a member since `since`, under `rule_version`."""
     return orjson.dumps(
         {
             "v": RECORD_VERSION,
-            "account_id": change.account_id,
-            "segment_id": change.segment_id,
-            "email": change.email,
-            "since": change.at,
-            "fact_id": change.fact_id,
-            "rule_version": change.rule_version,
+            "account_id": account_id,
+            "segment_id": segment_id,
+            "email": email,
+            "since": since,
+            "fact_id": fact_id,
+            "rule_version": rule_version,
         }
     )
 

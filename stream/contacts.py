@@ -30,6 +30,12 @@ __all__ = ["DEDUP_SECONDS", "ContactResolver", "ContactTables", "Outcome",
            "occurrence_from_doc", "occurrence_to_doc", "sweep"]
 #: Occurrences waiting for one customer's email; beyond this the oldest are dropped.
 MAX_PARKED_PER_CUSTOMER = 100
+#: A customer's email (or that it has none) is forgotten after this long unused, so the
+#: table is bounded by the customers active lately, not by every customer ever seen.
+#: Longer than a month, so a monthly subscriber's renewals keep it; a customer idle
+#: longer is asked of Stripe again (`StreamOptions.email_lookup`) or learnt from its
+#: next `customer.*` event.
+CUSTOMER_TTL_SECONDS = 40 * 24 * 3600
 
 
 @dataclass
@@ -50,8 +56,9 @@ class Outcome:
 class ContactTables:
     """State views (or dicts): customer emails, fact ids seen, parked occurrences."""
 
-    #: "{connection}:{customer}" -> email, or "" when the customer has none.
-    customers: MutableMapping[str, str]
+    #: "{connection}:{customer}" -> [email, or "" when the customer has none, expiry]
+    #: (a plain string in state written by earlier versions: see `sweep`).
+    customers: MutableMapping[str, Any]
     #: "{account}\x1f{fact_id}" -> expiry, or [expiry, email, retracted_at]
     #: (`stream.attribution`).
     seen: SeenTable
@@ -68,10 +75,12 @@ class ContactResolver:
     def handle(self, raw: RawEvent, now: int) -> Outcome:
         """Raises `stream.classify.ClassifyError` for an event that cannot be understood."""
         out = Outcome()
+        # Both can raise ClassifyError: decided before any table is written.
         update = customer_email_update(raw.event)
+        occurrences = list(classify(raw.event))
         if update is not None:
             self._customer_email(raw, update[0], update[1], now, out)
-        for occurrence in classify(raw.event):
+        for occurrence in occurrences:
             self._occurrence(raw, occurrence, now, out)
         return out
 
@@ -81,11 +90,26 @@ class ContactResolver:
         self._customer_email(raw, customer_id, email, now, out)
         return out
 
+    def _known(self, key: str, now: int) -> str | None:
+        """The customer's email ("" if it has none), None if unknown or expired; using an
+        entry past half its life renews it (one write per half-life at most)."""
+        entry = self.t.customers.get(key)
+        if entry is None:
+            return None
+        if isinstance(entry, str):  # from an earlier version: no expiry yet
+            return entry
+        email, expiry = entry
+        if expiry <= now:
+            return None
+        if expiry - now < CUSTOMER_TTL_SECONDS // 2:
+            self.t.customers[key] = [email, now + CUSTOMER_TTL_SECONDS]
+        return str(email)
+
     def _customer_email(self, raw: RawEvent, customer_id: str, email: str | None, now: int,
                         out: Outcome) -> None:
         key = f"{raw.connection_id}:{customer_id}"
-        if self.t.customers.get(key) != (email or ""):
-            self.t.customers[key] = email or ""
+        if self._known(key, now) != (email or ""):
+            self.t.customers[key] = [email or "", now + CUSTOMER_TTL_SECONDS]
         if email is None:
             return
         waiting = self.t.parked.pop(key, None)
@@ -96,7 +120,7 @@ class ContactResolver:
     def _occurrence(self, raw: RawEvent, occ: Occurrence, now: int, out: Outcome) -> None:
         email = occ.email_candidates[0] if occ.email_candidates else None
         if email is None and occ.customer_id is not None:
-            email = self.t.customers.get(f"{raw.connection_id}:{occ.customer_id}") or None
+            email = self._known(f"{raw.connection_id}:{occ.customer_id}", now) or None
         if occ.retracts and not (occ.filter == "refunded" and occ.charge_id is not None):
             self._retract(raw, occ, now, out)
             return
@@ -107,14 +131,14 @@ class ContactResolver:
             out.by_charge.append(refund_record(raw.account_id, raw.connection_id, occ,
                                                email))
             if email is None and occ.customer_id is not None and not occ.retracts:
-                self._park(raw, occ, out)
+                self._park(raw, occ, now, out)
             return
         if email is None:
-            self._park(raw, occ, out)
+            self._park(raw, occ, now, out)
             return
         self._emit(raw, occ, email, now, out)
 
-    def _park(self, raw: RawEvent, occ: Occurrence, out: Outcome) -> None:
+    def _park(self, raw: RawEvent, occ: Occurrence, now: int, out: Outcome) -> None:
         if occ.customer_id is None:
             # A guest with no email anywhere: nothing can ever name the contact.
             out.dropped_no_email += 1
@@ -130,7 +154,7 @@ class ContactResolver:
             waiting = waiting[-MAX_PARKED_PER_CUSTOMER:]
         self.t.parked[key] = waiting
         out.parked += 1
-        known = key in self.t.customers  # "" means: known to have no email
+        known = self._known(key, now) is not None  # "" means: known to have no email
         if not known and occ.customer_id not in out.parked_customers:
             out.parked_customers.append(occ.customer_id)
 
@@ -172,11 +196,19 @@ def sweep(tables: ContactTables, now: int) -> tuple[int, int]:
 
     Returns (expired entries removed, parked occurrences dropped: their customer never
     got an email within the window, so they are counted as dropped for lack of email).
+    Customers unused for `CUSTOMER_TTL_SECONDS` are forgotten too (and entries of
+    earlier versions, without an expiry, are given one).
     """
     removed = 0
     for key in [k for k, entry in tables.seen.items() if expiry_of(entry) <= now]:
         del tables.seen[key]
         removed += 1
+    for key, entry in list(tables.customers.items()):
+        if isinstance(entry, str):
+            tables.customers[key] = [entry, now + CUSTOMER_TTL_SECONDS]
+        elif entry[1] <= now:
+            del tables.customers[key]
+            removed += 1
     dropped = 0
     horizon = now - DEDUP_SECONDS
     for key, docs in list(tables.parked.items()):

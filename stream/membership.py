@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -78,6 +79,13 @@ class ContactState:
     members: dict[str, int] = field(default_factory=dict)
     #: segment id -> next instant the clock alone flips membership.
     due: dict[str, int] = field(default_factory=dict)
+    #: segment id -> [`at` of the join (ISO), its fact id or None], for members: what
+    #: their `segments.members` record says, to restate it under a new rule version.
+    since: dict[str, list[Any]] = field(default_factory=dict)
+
+    def empty(self) -> bool:
+        """Nothing held, nothing due, a member of nothing: the contact can be deleted."""
+        return not self.facts and not self.members and not self.due
 
     def next_due(self) -> int | None:
         return min(self.due.values(), default=None)
@@ -94,13 +102,15 @@ class ContactState:
                 "f": [fact.to_dict() for by_id in self.facts.values() for fact in by_id.values()],
                 "m": self.members,
                 "d": self.due,
+                **({"s": self.since} if self.since else {}),
             }
         )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ContactState:
         doc: dict[str, Any] = orjson.loads(raw)
-        state = cls(doc["a"], doc["e"], doc["p"], members=doc["m"], due=doc["d"])
+        state = cls(doc["a"], doc["e"], doc["p"], members=doc["m"], due=doc["d"],
+                    since=doc.get("s") or {})
         for fact_doc in doc["f"]:
             fact = Fact.from_dict(fact_doc)
             state.facts.setdefault(fact.filter, {})[fact.fact_id] = fact
@@ -124,8 +134,10 @@ def _decide(
         return None
     if member:
         state.members[rule.id] = rule.version
+        state.since[rule.id] = [iso(at), fact_id]
     else:
         del state.members[rule.id]
+        state.since.pop(rule.id, None)
     return MembershipChange(
         account_id=state.account_id,
         segment_id=rule.id,
@@ -135,6 +147,7 @@ def _decide(
         cause=cause,
         fact_id=fact_id,
         rule_version=rule.version,
+        observed_at=iso(now),
     )
 
 
@@ -150,20 +163,31 @@ def hold(state: ContactState, fact: Fact, rules: Sequence[Rule], now: int) -> in
     return _cap(by_id, rules, now) if len(by_id) > MAX_FACTS_PER_CONTACT else 0
 
 
+def fact_at(fact: Fact, rule: Rule, now: int, rule_since: Mapping[str, int]) -> int:
+    """`at` of a change caused by `fact` under `rule` (see `stream.changes`): the fact's
+    event time, or when the rule's version came into force if later; at most `now`."""
+    return min(now, max(fact.occurred_at, rule_since.get(rule.id, 0)))
+
+
 def on_fact(
-    state: ContactState, fact: Fact, rules: Sequence[Rule], now: int
+    state: ContactState, fact: Fact, rules: Sequence[Rule], now: int,
+    rule_since: Mapping[str, int] = MappingProxyType({}),
 ) -> list[MembershipChange]:
-    """A fact just held (`hold`): re-evaluate the rules of its account and filter."""
+    """A fact just held (`hold`): re-evaluate the rules of its account and filter.
+
+    `rule_since`: rule id -> when its version in force came into force (epoch s)."""
     changes = []
     for rule in rules:
-        change = _decide(state, rule, now, cause="fact", at=now, fact_id=fact.fact_id)
+        change = _decide(state, rule, now, cause="fact",
+                         at=fact_at(fact, rule, now, rule_since), fact_id=fact.fact_id)
         if change is not None:
             changes.append(change)
     return changes
 
 
 def on_retract(
-    state: ContactState, fact: Fact, rules: Sequence[Rule], now: int
+    state: ContactState, fact: Fact, rules: Sequence[Rule], now: int,
+    rule_since: Mapping[str, int] = MappingProxyType({}),
 ) -> list[MembershipChange]:
     """A retraction: forget fact `fact.fact_id` and re-decide where it counted.
 
@@ -177,7 +201,8 @@ def on_retract(
         del state.facts[fact.filter]
     changes = []
     for rule in rules:
-        change = _decide(state, rule, now, cause="fact", at=now, fact_id=fact.fact_id)
+        change = _decide(state, rule, now, cause="fact",
+                         at=fact_at(fact, rule, now, rule_since), fact_id=fact.fact_id)
         if change is not None:
             changes.append(change)
     return changes
@@ -205,11 +230,14 @@ def on_time(state: ContactState, rules: Mapping[str, Rule], now: int) -> list[Me
 
 
 def on_rule(
-    state: ContactState, old: Rule | None, new: Rule | None, now: int
+    state: ContactState, old: Rule | None, new: Rule | None, now: int,
+    at: int | None = None,
 ) -> list[MembershipChange]:
-    """A rule was created, changed (`new` replaces `old`) or deleted (`new` is None)."""
+    """A rule was created, changed (`new` replaces `old`) or deleted (`new` is None),
+    at `at` (default `now`)."""
+    at = now if at is None else at
     if new is not None:
-        change = _decide(state, new, now, cause="rule", at=now, fact_id=None)
+        change = _decide(state, new, now, cause="rule", at=at, fact_id=None)
         return [change] if change is not None else []
     if old is None:
         return []
@@ -217,16 +245,18 @@ def on_rule(
     if old.id not in state.members:
         return []
     del state.members[old.id]
+    state.since.pop(old.id, None)
     return [
         MembershipChange(
             account_id=state.account_id,
             segment_id=old.id,
             email=state.email,
             change="left",
-            at=iso(now),
+            at=iso(at),
             cause="rule",
             fact_id=None,
             rule_version=old.version,
+            observed_at=iso(now),
         )
     ]
 

@@ -33,6 +33,14 @@ class StreamMetrics:
             "Customer email look-ups that failed (the facts stay parked)", registry=r)
         self.dead_letters = Counter("segments_dead_letters_total",
                                     "Records sent to the dead-letter topic", registry=r)
+        self.invalid_rules = Counter(
+            "segments_invalid_rules_total",
+            "Rules on segments.rules that failed validation (dead-lettered; the version "
+            "in force stays)", registry=r)
+        self.contacts_deleted = Counter(
+            "segments_contacts_deleted_total",
+            "Contacts deleted because nothing is left of them (changelog tombstone)",
+            registry=r)
         self.changes = Counter("segments_membership_changes_total", "Membership changes",
                                ["cause", "change"], registry=r)
         self.history_dropped = Counter(

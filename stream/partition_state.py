@@ -77,6 +77,15 @@ class PartitionState:
             self.scheduled[key] = due
             heapq.heappush(self.timers, (due, key))
 
+    def untrack(self, key: str, account_id: str) -> None:
+        """The contact was deleted (`ContactState.empty`): forget it here too."""
+        keys = self.contacts_by_account.get(account_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.contacts_by_account[account_id]
+        self.scheduled.pop(key, None)  # its heap entry, if any, is skipped when popped
+
     def due_contacts(self, now: int) -> list[str]:
         """Contact keys with a timer at or before `now` (each once)."""
         keys: dict[str, None] = {}

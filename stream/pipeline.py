@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 
-from common.keys import split
 from common.settings import Settings
 from common.topics import (
     BY_CHARGE_TOPIC,
@@ -40,13 +39,23 @@ from common.topics import (
     state_topic,
 )
 from connectors.contract import ContractError, RawEvent
-from rules import RuleError
 from stream.attribution import ByChargeDecodeError, ChargeJoin, JoinTables, sweep_join
-from stream.changes import MembershipChange, iso, member_key, member_state
+from stream.changes import MembershipChange, iso, member_key, member_record, member_state
+from stream.changes import rule_key as pack_rule_key
 from stream.classify import ClassifyError
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
 from stream.envelopes import EnvelopeCheck, EnvelopeRejected
-from stream.facts import Fact, FactDecodeError
+from stream.facts import Fact
+from stream.inputs import (
+    INPUT_ERRORS,
+    FutureEventError,
+    InvalidRuleError,
+    RuleChange,
+    check_future,
+    checked_rule,
+    decode_control,
+    decode_fact,
+)
 from stream.membership import (
     ContactState,
     hold,
@@ -61,15 +70,19 @@ from stream.metrics import StreamMetrics
 from stream.options import StreamOptions
 from stream.partition_state import PartitionState, rule_from_doc
 from stream.runtime import Outbox
-from stream.state import JSON, RAW, Codec, State, compact, recover_all
+from stream.state import JSON, RAW, Codec, State, recover_all
 from stream.status import StatusMarker
 
 log = logging.getLogger(__name__)
 #: How often each classify partition forgets dedup entries past their window.
 SWEEP_SECONDS = 60
+#: Contacts each membership partition prunes (and deletes if empty) per tick; a round
+#: over all of them starts at most every `SWEEP_SECONDS`.
+CONTACT_SWEEP_BATCH = 1000
 CONTACT = Codec(ContactState.to_bytes, ContactState.from_bytes)
-#: Errors of a malformed fact or control message: dead-lettered, never fatal.
-BAD_INPUT = (FactDecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError)
+#: Errors of input that breaks its contract (`stream.inputs`): dead-lettered, never
+#: fatal. Anything else raised while processing is a bug: it stops the worker.
+BAD_INPUT = INPUT_ERRORS
 
 
 class Pipeline:
@@ -100,8 +113,12 @@ class Pipeline:
         self.waiting = self._state("waiting")
         self.contacts = self._state("contacts", CONTACT)
         self.partition_rules = self._state("rules", RAW)
+        #: rule key -> when its version in force came into force (`at` of `fact` changes).
+        self.rule_times = self._state("rule_times")
         self.partitions: dict[int, PartitionState] = {}
         self.last_sweep: dict[int, int] = {}
+        #: partition -> (contact keys left in this sweep round, when the round started)
+        self.contact_sweep: dict[int, tuple[list[str], int]] = {}
         self._changes: dict[tuple[str, str], Any] = {}
         lookup = options.connection_account
         self.envelopes = None if lookup is None else EnvelopeCheck(lookup)
@@ -130,6 +147,7 @@ class Pipeline:
         for p in partitions:
             self.partitions.pop(p, None)
             self.last_sweep.pop(p, None)
+            self.contact_sweep.pop(p, None)
 
     async def process(self, partition: int, topic: str, records: list[Any],
                       out: Outbox) -> None:
@@ -143,12 +161,19 @@ class Pipeline:
                 self._attribute(join, record, out)
         elif topic in (self.facts_topic, self.control_topic):
             ps = self.partitions[partition]
-            handle = self._fact if topic == self.facts_topic else self._control
+            is_fact = topic == self.facts_topic
             for record in records:
+                # Decided before any state is touched: only input errors are bad input.
                 try:
-                    handle(ps, record.value, out)
+                    decoded = (decode_fact(record.value, self.clock()) if is_fact
+                               else decode_control(record.value))
                 except BAD_INPUT as exc:
                     self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
+                    continue
+                if isinstance(decoded, Fact):
+                    self._fact(ps, decoded, out)
+                elif decoded is not None:
+                    self._rule(ps, decoded.key, decoded, out)
         elif topic == self.rules_topic:
             for record in records:
                 self._fan_out_rule(record, out)
@@ -159,6 +184,7 @@ class Pipeline:
         ps = self.partitions.get(partition)
         if ps is not None and self.options.membership:
             self._timers(ps, now, out)
+            self._sweep_contacts(ps, now)
 
     def state_writes(self, partition: int, out: Outbox) -> None:
         for store in self.states:
@@ -178,6 +204,7 @@ class Pipeline:
     async def _classify(self, resolver: ContactResolver, record: Any, out: Outbox) -> None:
         try:
             raw = RawEvent.from_bytes(record.value)
+            check_future(raw.event.get("created"), self.clock(), f"event {raw.event_id}")
             if self.envelopes is not None:
                 await self.envelopes.verify(raw)
             outcome = resolver.handle(raw, self.clock())
@@ -187,7 +214,7 @@ class Pipeline:
                 out.send(self.facts_topic, fact.key(), fact.to_bytes())
             for key, value in outcome.by_charge:
                 out.send(self.by_charge_topic, key, value)
-        except (ContractError, ClassifyError, EnvelopeRejected) as exc:
+        except (ContractError, ClassifyError, EnvelopeRejected, FutureEventError) as exc:
             self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
 
     def _attribute(self, join: ChargeJoin, record: Any, out: Outbox) -> None:
@@ -242,12 +269,19 @@ class Pipeline:
         ])
 
     def _fan_out_rule(self, record: Any, out: Outbox) -> None:
+        """A rule that fails validation is dead-lettered here, once, with its reasons,
+        and never reaches a partition: the version in force stays in force."""
         try:
+            key = record.key.decode() if record.key is not None else ""
             doc = orjson.loads(record.value) if record.value else None
-        except orjson.JSONDecodeError as exc:
-            self._dead_letter(record, f"JSONDecodeError: {exc}", out)
+            checked_rule(key, doc)
+        except BAD_INPUT as exc:
+            if isinstance(exc, InvalidRuleError):
+                self.metrics.invalid_rules.inc()
+            self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
             return
-        message = orjson.dumps({"k": "rule", "key": record.key.decode(), "doc": doc})
+        # `at`: when the rule changed, one instant for every partition (SPEC, `at`).
+        message = orjson.dumps({"k": "rule", "key": key, "doc": doc, "at": self.clock()})
         for p in range(self.settings.partitions):
             out.send(self.control_topic, record.key, message, p)
 
@@ -276,11 +310,40 @@ class Pipeline:
                      member_state(change))
 
     def _save(self, ps: PartitionState, key: str, contact: ContactState) -> None:
-        self.contacts.view(ps.partition)[key] = contact
+        view = self.contacts.view(ps.partition)
+        if contact.empty():  # deleted, with a tombstone on its changelog
+            if key in view:
+                del view[key]
+                self.metrics.contacts_deleted.inc()
+            ps.untrack(key, contact.account_id)
+            return
+        view[key] = contact
         ps.track(key, contact)
 
-    def _fact(self, ps: PartitionState, raw: bytes, out: Outbox) -> None:
-        fact = Fact.from_bytes(raw)
+    def _sweep_contacts(self, ps: PartitionState, now: int) -> None:
+        """Prune contacts that get no new fact, a batch per tick, and delete those left
+        empty (every fact aged out and no rule needs it, nothing due, no membership).
+        Pruning changes no membership (`stream.membership`, "Retention")."""
+        keys, started = self.contact_sweep.get(ps.partition) or ([], 0)
+        if not keys:
+            if now - started < SWEEP_SECONDS:
+                return
+            keys, started = list(self.contacts.view(ps.partition)), now
+            self.contact_sweep[ps.partition] = (keys, started)
+        view = self.contacts.view(ps.partition)
+        for _ in range(min(CONTACT_SWEEP_BATCH, len(keys))):
+            key = keys.pop()
+            contact = view.get(key)
+            if contact is None:
+                continue
+            forgotten = prune(contact, now, ps.horizon,
+                              ps.rules_of(contact.account_id, contact.facts))
+            if forgotten:
+                self.metrics.history_forgotten.inc(forgotten)
+            if forgotten or contact.empty():
+                self._save(ps, key, contact)
+
+    def _fact(self, ps: PartitionState, fact: Fact, out: Outbox) -> None:
         now = self.clock()
         if too_old(fact, now, ps.horizon):
             self.metrics.beyond_horizon(fact.filter)
@@ -294,13 +357,16 @@ class Pipeline:
         if forgotten:
             self.metrics.history_forgotten.inc(forgotten)
         rules = ps.rules.for_fact(fact.account_id, fact.filter)
+        times = self.rule_times.view(ps.partition)
+        since = {rule.id: times.get(pack_rule_key(rule.account_id, rule.id).decode(), 0)
+                 for rule in rules}
         if fact.retracted:
-            changes = on_retract(contact, fact, rules, now)
+            changes = on_retract(contact, fact, rules, now, since)
         else:
             capped = hold(contact, fact, rules, now)
             if capped:
                 self.metrics.history_dropped.inc(capped)
-            changes = on_fact(contact, fact, rules, now)
+            changes = on_fact(contact, fact, rules, now, since)
         self._save(ps, key, contact)
         self._publish(changes, out)
 
@@ -318,29 +384,21 @@ class Pipeline:
             self._save(ps, key, contact)
             self._publish(changes, out)
 
-    def _control(self, ps: PartitionState, raw: bytes, out: Outbox) -> None:
-        control = orjson.loads(raw)
-        if control.get("k") == "rule":
-            self._rule(ps, control["key"], control.get("doc"), out)
-        # "tick" messages of earlier versions are ignored: the runtime ticks itself.
-
-    def _rule(self, ps: PartitionState, rule_key: str, doc: Any, out: Outbox) -> None:
-        account_id, rule_id = split(rule_key, 2)
+    def _rule(self, ps: PartitionState, rule_key: str, change: RuleChange,
+              out: Outbox) -> None:
+        """A rule change, decoded and validated (`stream.inputs.decode_control`)."""
+        account_id, rule_id = change.account_id, change.rule_id
         now = self.clock()
-        new = None
-        version = None
+        at = now if change.at is None else change.at
+        new = change.rule
+        version = new.version if new is not None else None
         rules = self.partition_rules.view(ps.partition)
-        if doc is not None:
-            raw = compact(orjson.dumps(doc))  # kept per partition: exact size
-            try:
-                new = rule_from_doc(raw)
-            except RuleError as exc:
-                log.error("ignoring invalid rule %s: %s", rule_key, exc)
-                return
+        if new is not None and change.raw is not None:
             old = ps.add_rule(new)
-            rules[rule_key] = raw
-            version = new.version
+            rules[rule_key] = change.raw  # kept per partition: exact size
+            self.rule_times.view(ps.partition)[rule_key] = at
         else:
+            self.rule_times.view(ps.partition).pop(rule_key, None)
             old = ps.remove_rule(account_id, rule_id)
             rules.pop(rule_key, None)
         view = self.contacts.view(ps.partition)
@@ -349,11 +407,27 @@ class Pipeline:
             if contact is None:
                 continue
             before = (dict(contact.members), dict(contact.due))
-            changes = on_rule(contact, old, new, now)
+            changes = on_rule(contact, old, new, now, at)
             if (contact.members, contact.due) != before:
                 self._save(ps, key, contact)
             self._publish(changes, out)
+            if new is not None and not changes:
+                self._restate(contact, new.id, before[0].get(new.id), at, out)
         # This partition has computed the rule from its history: say so, in the same
         # transaction as the changes above (the segment's `status`, stream.status).
         marker = StatusMarker(account_id, rule_id, ps.partition, version, iso(now))
         out.send(self.status_topic, marker.key(), marker.to_bytes(), 0)
+
+    def _restate(self, contact: ContactState, segment_id: str, was: int | None, at: int,
+                 out: Outbox) -> None:
+        """A rule edit kept a member: its members record states the new rule version
+        (same `since` and fact id; no membership event, nobody joined or left)."""
+        version = contact.members.get(segment_id)
+        if version is None or was is None or was == version:
+            return
+        # A member of an earlier release has no recorded `since`: the edit's instant.
+        since, fact_id = contact.since.get(segment_id) or (iso(at), None)
+        out.send(self.members_topic, member_key(contact.account_id, segment_id,
+                                                contact.email),
+                 member_record(contact.account_id, segment_id, contact.email, since,
+                               fact_id, version))

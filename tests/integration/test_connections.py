@@ -178,6 +178,12 @@ async def test_show_and_delete_a_connection(
         ({"account_id": "acme", "api_key": API_KEY, "webhook_secret": "nope"}, "webhook_secret"),
         ({"account_id": "acme", "api_key": API_KEY, "extra": 1}, "extra"),
         ({"account_id": "", "api_key": API_KEY}, "account_id"),
+        # Issue 14: ids the rules and the read model refuse were accepted here, so such
+        # an account connected and never got a segment (`common.ids`).
+        ({"account_id": "acme:eu", "api_key": API_KEY}, "account_id"),
+        ({"account_id": "ann@acme", "api_key": API_KEY}, "account_id"),
+        ({"account_id": "a\x1fb", "api_key": API_KEY}, "account_id"),
+        ({"account_id": "a" * 129, "api_key": API_KEY}, "account_id"),
     ],
 )
 async def test_invalid_connect_requests_name_the_field(

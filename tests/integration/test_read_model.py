@@ -227,6 +227,28 @@ async def test_bad_records_are_skipped_not_fatal(settings: Settings, redis: Redi
         assert rejected.labels(topic=RULES_TOPIC)._value.get() == 1
 
 
+async def test_a_rule_failing_validation_leaves_the_version_in_force(
+    settings: Settings, redis: Redis
+) -> None:
+    """Issue 14: a rule with errors written straight to `segments.rules` was shown as if
+    in force; the workers dead-letter it and keep the previous version, so does this."""
+    reader = ReadModelReader(redis, Namespace(settings.topic_prefix))
+    good = rule_doc("acme", "vip", name="VIPs")
+    broken = {**rule_doc("acme", "vip", name="Broken", version=2), "filter": "nope"}
+    elsewhere = rule_doc("acme", "gold", version=3)  # the key names "vip"
+    async with feeder(settings) as f, agent_running(settings, redis) as agent:
+        await f.rule("acme", "vip", good)
+        await f.rule("acme", "vip", broken)
+        await f.rule("acme", "vip", elsewhere)
+        await f.rule("acme", "other")  # after them: once shown, they were all read
+        await async_wait_for(
+            lambda: reader.segment("acme", "other"), 30, what="the rule after the bad ones")
+        shown = await reader.segment("acme", "vip")
+        assert shown is not None
+        assert shown.rule == good
+        assert agent.metrics.records_rejected.labels(topic=RULES_TOPIC)._value.get() == 2
+
+
 async def test_a_fenced_batch_is_rewound_into_the_new_generation(
     settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,7 +53,7 @@ FACT = Fact("re_1", "refunded", "acme", "conn1", "ann@example.com", 1_764_198_00
             customer_id="cus_1", amount=7500, currency="usd", refund_amount=6000,
             source_event_id="evt_1", source_event_type="charge.refunded")
 CHANGE = MembershipChange("acme", "big-refunds", "ann@example.com", "joined",
-                          "2025-11-26T23:00:00Z", "fact", "re_1", 2)
+                          "2025-11-26T23:00:00Z", "fact", "re_1", 2, "2025-11-26T23:00:04Z")
 RULE = dataclasses.replace(parse_rule({
     "id": "big-refunds", "account_id": "acme", "name": "Refunded over $50 this month",
     "filter": "refunded", "conditions": [

@@ -88,14 +88,22 @@ def test_members_and_rules_records() -> None:
                  (key, b'{"v":2}'), (member_key("acme", "v:p", "a@x.com"), None)]:
         with pytest.raises(RecordError):
             write_from_member_record(k, v)
-    assert write_from_rule_record(rule_key("acme", "vip"), b'{"id": "vip"}') == RuleWrite(
-        "acme", "vip", b'{"id": "vip"}')
+    doc = orjson.dumps({"id": "vip", "account_id": "acme", "name": "VIPs",
+                        "filter": "refunded", "conditions": []})
+    assert write_from_rule_record(rule_key("acme", "vip"), doc) == RuleWrite(
+        "acme", "vip", doc)
     # The read model keeps the rule document: the record's schema version is dropped.
-    assert write_from_rule_record(rule_key("acme", "vip"), b'{"v":1,"id":"vip"}') == RuleWrite(
-        "acme", "vip", b'{"id":"vip"}')
+    record = orjson.dumps({"v": 1, **orjson.loads(doc)})
+    assert write_from_rule_record(rule_key("acme", "vip"), record) == RuleWrite(
+        "acme", "vip", doc)
     assert write_from_rule_record(rule_key("acme", "vip"), None).doc is None
+    # A rule failing validation, or naming another segment than its key, is not in
+    # force (issue 14): skipped, so the version in force stays shown.
+    invalid = doc.replace(b'"refunded"', b'"nope"')
     for k, v in [(None, b"{}"), (b"acme", b"{}"), (rule_key("acme", "vip"), b"[1]"),
-                 (rule_key("acme", "vip"), b"{"), (rule_key("acme", "vip"), b'{"v":2}')]:
+                 (rule_key("acme", "vip"), b"{"), (rule_key("acme", "vip"), invalid),
+                 (rule_key("acme", "vip"), b'{"id": "vip"}'), (rule_key("acme", "gold"), doc),
+                 (rule_key("acme", "vip"), b'{"v":2}')]:
         with pytest.raises(RecordError):
             write_from_rule_record(k, v)
 

@@ -183,8 +183,11 @@ def test_each_rule_change_ends_with_the_partitions_status_marker() -> None:
     assert changes(out) == []  # the unchanged rule changed no membership: marker only
     deleted = h.rule(None, "acme", "vip")
     assert sent(deleted, "segments.status") == [(status_key("acme", "vip", 0), None)]
-    invalid = h.rule({**vip(version=3), "filter": "nope"}, "acme", "vip")
-    assert sent(invalid, "segments.status") == []  # ignored, so not applied
+    # An invalid rule is dead-lettered before it reaches the partitions: no marker.
+    invalid = h.feed("segments.rules", rule_key("acme", "vip"),
+                     orjson.dumps({**vip(version=3), "filter": "nope"}))
+    assert sent(invalid, "segments.status") == []
+    assert len(sent(invalid, "stripe.events.dlq")) == 1
 
 
 def test_bad_input_goes_to_the_dead_letter_topic() -> None:

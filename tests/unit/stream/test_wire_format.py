@@ -96,18 +96,19 @@ def test_a_fact_on_stripe_facts(fact: Fact, key: bytes, literal: bytes) -> None:
 
 
 @pytest.mark.parametrize(("change", "literal", "members_value"), [
+    # `observed_at` (issue 14): processing time, added at the end.
     (MembershipChange("acme", "big", "ann@example.com", "joined", "2026-11-26T23:00:00Z",
-                      "fact", "re_3Q", 2),
+                      "fact", "re_3Q", 2, "2026-11-26T23:00:04Z"),
      b'{"v":1,"account_id":"acme","segment_id":"big","email":"ann@example.com",'
      b'"change":"joined","at":"2026-11-26T23:00:00Z","cause":"fact","fact_id":"re_3Q",'
-     b'"rule_version":2}',
+     b'"rule_version":2,"observed_at":"2026-11-26T23:00:04Z"}',
      b'{"v":1,"account_id":"acme","segment_id":"big","email":"ann@example.com",'
      b'"since":"2026-11-26T23:00:00Z","fact_id":"re_3Q","rule_version":2}'),
     (MembershipChange("acme", "big", "ann@example.com", "left", "2026-11-27T00:00:00Z",
-                      "rule", None, 1),
+                      "rule", None, 1, "2026-11-27T00:00:01Z"),
      b'{"v":1,"account_id":"acme","segment_id":"big","email":"ann@example.com",'
      b'"change":"left","at":"2026-11-27T00:00:00Z","cause":"rule","fact_id":null,'
-     b'"rule_version":1}',
+     b'"rule_version":1,"observed_at":"2026-11-27T00:00:01Z"}',
      None),  # a leave is a tombstone on the compacted topic
 ])
 def test_a_membership_change_and_the_members_value(
@@ -119,6 +120,14 @@ def test_a_membership_change_and_the_members_value(
     assert member_state(change) == members_value
     check_record(MEMBERSHIP_TOPIC, change.key(), literal)
     check_record(MEMBERS_TOPIC, member_key("acme", "big", "ann@example.com"), members_value)
+
+
+def test_a_membership_change_of_the_previous_release_still_decodes() -> None:
+    literal = (b'{"account_id":"acme","segment_id":"big","email":"ann@example.com",'
+               b'"change":"left","at":"2026-11-27T00:00:00Z","cause":"rule","fact_id":null,'
+               b'"rule_version":1}')
+    assert MembershipChange.from_bytes(literal) == MembershipChange(
+        "acme", "big", "ann@example.com", "left", "2026-11-27T00:00:00Z", "rule", None, 1)
 
 
 def test_a_rule_record_on_segments_rules() -> None:

@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from common.auth import TokenVerifier, auth_middleware, resolve_verifier
-from common.http import Handler, expect_handler, log_request, route_of
+from common.http import Handler, application, expect_handler, log_request, route_of, runner
 from common.settings import Settings
 from connectors.connections import ConnectionsApi
 from connectors.metrics import CONTENT_TYPE_LATEST, ConnectorMetrics
@@ -72,7 +72,8 @@ def summary_middleware(metrics: ConnectorMetrics) -> Any:
             raise
         except Exception as exc:
             error = type(exc).__name__
-            log.error("unhandled %s on %s %s", error, request.method, request.path,
+            # The route, not the path: a path may name a person or a connection.
+            log.error("unhandled %s on %s %s", error, request.method, route_of(request),
                       exc_info=True)
             return web.Response(status=500, body=b'{"error":"internal error"}',
                                 content_type="application/json")
@@ -149,8 +150,7 @@ def create_app(
                                  registration=registration, start_backfill=start_backfill,
                                  backfill_options=backfill_options)
 
-    app = web.Application(middlewares=[summary_middleware(metrics)],
-                          client_max_size=1 << 20)
+    app = application([summary_middleware(metrics)])
     app[METRICS], app[STORE], app[SINK], app[CONNECTIONS] = metrics, store, sink, connections
     app[SETTINGS] = settings
     app.router.add_post("/webhooks/stripe/{connection_id}", receiver.handle,
@@ -180,9 +180,7 @@ def create_admin_app(app: web.Application,
     if verifier is None:
         verifier = resolve_verifier(app[SETTINGS])
     metrics, connections = app[METRICS], app[CONNECTIONS]
-    admin = web.Application(
-        middlewares=[summary_middleware(metrics), auth_middleware(verifier, OPEN_ROUTES)],
-        client_max_size=1 << 20)
+    admin = application([summary_middleware(metrics), auth_middleware(verifier, OPEN_ROUTES)])
     admin[METRICS], admin[STORE], admin[SINK] = metrics, app[STORE], app[SINK]
     admin[CONNECTIONS], admin[SETTINGS] = connections, app[SETTINGS]
     routes = admin.router
@@ -207,16 +205,16 @@ async def serve(app: web.Application, host: str, port: int, *,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # access_log=None: the summary middleware writes the one line per request.
-    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)]
+    runners = [runner(app, shutdown_timeout=shutdown_timeout)]
     if admin is not None:
-        runners.append(web.AppRunner(admin, access_log=None, shutdown_timeout=shutdown_timeout))
+        runners.append(runner(admin, shutdown_timeout=shutdown_timeout))
     started: list[web.AppRunner] = []
     try:
-        for runner, (h, p) in zip(runners, ((host, port), (admin_host, admin_port)),
-                                  strict=False):
-            await runner.setup()
-            started.append(runner)
-            await web.TCPSite(runner, h, p).start()
+        for each, (h, p) in zip(runners, ((host, port), (admin_host, admin_port)),
+                                strict=False):
+            await each.setup()
+            started.append(each)
+            await web.TCPSite(each, h, p).start()
         log.info("connector: webhooks on http://%s:%d", host, port)
         if admin is not None:
             log.info("connector: connection API, /healthz, /metrics on http://%s:%d",
@@ -226,5 +224,5 @@ async def serve(app: web.Application, host: str, port: int, *,
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        for runner in reversed(started):
-            await runner.cleanup()
+        for each in reversed(started):
+            await each.cleanup()

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from common.auth import TokenVerifier, auth_middleware
-from common.http import expect_handler
+from common.http import application, expect_handler
 from serving import api
 from serving import web as page
 from serving.change_feed import Feed
@@ -27,7 +27,7 @@ OPEN_ROUTES = ("/healthz", "/metrics", "/", "/static/{name}")
 def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
               verifier: TokenVerifier) -> web.Application:
     """The query API over the read model in `redis` (keys of `ns`), and its web page."""
-    app = web.Application(middlewares=[api.observe, auth_middleware(verifier, OPEN_ROUTES)])
+    app = application([api.observe, auth_middleware(verifier, OPEN_ROUTES)])
     app[api.READER] = ReadModelReader(redis, ns)
     app[api.METRICS] = metrics_
     app[api.FEED] = feed

@@ -23,13 +23,13 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from common.auth import principal
+from common.emails import normalize_email
 from common.http import Handler, json_response, log_request, route_of
 from serving.change_feed import Feed
 from serving.errors import ServingError
 from serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
 from serving.read_model import valid_id
 from serving.read_model_query import BadCursor, ReadModelReader, decode_cursor
-from stream.facts import normalize_email
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,8 @@ async def get_contact_segments(request: web.Request) -> web.Response:
     raw = request.match_info["email"]
     email = normalize_email(raw)
     if email is None:
-        raise ApiError(400, f"email must be an email address (got {raw!r})")
+        # Not echoed: it may hold control characters, and it names a person.
+        raise ApiError(400, "email must be an email address")
     segments = await request.app[READER].contact_segments(account_id, email)
     return json_response({"account_id": account_id, "email": email, "segments": segments})
 

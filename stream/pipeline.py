@@ -225,7 +225,10 @@ class Pipeline:
 
     def _dead_letter(self, record: Any, reason: str, out: Outbox) -> None:
         self.metrics.dead_letters.inc()
-        log.warning("dead letter: %s", reason)
+        # The reason's kind only: its text may quote the record (an email); the whole
+        # reason travels with the record in the dead-letter topic's headers.
+        log.warning("dead letter from %s[%d]@%d: %s", record.topic, record.partition,
+                    record.offset, reason.partition(":")[0])
         out.send(self.dlq_topic, record.key, record.value, headers=[
             ("reason", reason.encode()), ("topic", record.topic.encode()),
             ("partition", str(record.partition).encode()),

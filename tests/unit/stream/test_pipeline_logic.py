@@ -8,6 +8,7 @@ coalescing of state writes are checked in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,3 +275,16 @@ def test_the_history_floor_is_an_option() -> None:
     assert changes(h.fact(failed("ch_old:failed", h.clock.now - 80 * DAY))) == [
         ("lapsed", "ann@example.com", "joined", "fact")]
     assert h.metric("segments_facts_beyond_horizon_total", filter="charge_failed") == 0
+
+
+def test_a_dead_letter_logs_no_email(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness()
+    out = Outbox()
+    record = Record("t.stripe.facts", 0, 7, b"acme\x1fann@example.com", b"{}")
+    reason = "ClassifyError: customer cus_1 has ann@example.com twice"
+    with caplog.at_level(logging.WARNING):
+        h.pipeline._dead_letter(record, reason, out)
+    assert "ann@example.com" not in caplog.text
+    assert "ClassifyError" in caplog.text
+    _, _, _, _, headers = out.messages[0]
+    assert ("reason", reason.encode()) in (headers or [])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from common.http import Handler, application, expect_handler, log_request, route
 from common.settings import Settings
 from connectors.connections import ConnectionsApi
 from connectors.metrics import CONTENT_TYPE_LATEST, ConnectorMetrics
+from connectors.quotas import ConnectionQuotas, QuotaLimits
 from connectors.secrets import SecretBox, resolve_secret_key
 from connectors.sink import EventSink
 from connectors.store import ConnectionStore
@@ -125,11 +127,13 @@ def create_app(
     secrets_cache_ttl: float = 5.0,
     max_in_flight: int = 512,
     backfill_options: BackfillOptions | None = None,
+    limits: QuotaLimits | None = None,
 ) -> web.Application:
     """The public app (webhooks only); `prepare_kafka` (e.g. ensure_topics) runs before
     the producer. `create_admin_app` adds the internal listener's app over the same state.
 
-    `backfill_options` tunes the backfills it starts (default: from the environment).
+    `backfill_options` tunes the backfills it starts, `limits` the quotas of
+    `POST /connections` (both default: from the environment).
     """
     guard_stripe_logging()
     metrics = ConnectorMetrics()
@@ -146,9 +150,15 @@ def create_app(
                               prepare=prepare_kafka)
     event_sink: EventSink = sink
     receiver = WebhookReceiver(store, event_sink, metrics, max_in_flight=max_in_flight)
+    async def exists(connection_id: str) -> bool:
+        return await store.get(connection_id) is not None
+
+    quotas = ConnectionQuotas(redis, settings.topic_prefix,
+                              QuotaLimits.from_env(os.environ) if limits is None else limits,
+                              exists)
     connections = ConnectionsApi(settings, store, event_sink, metrics,
                                  registration=registration, start_backfill=start_backfill,
-                                 backfill_options=backfill_options)
+                                 backfill_options=backfill_options, quotas=quotas)
 
     app = application([summary_middleware(metrics)])
     app[METRICS], app[STORE], app[SINK], app[CONNECTIONS] = metrics, store, sink, connections

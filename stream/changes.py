@@ -18,7 +18,8 @@ from common.keys import pack, split
 from stream.facts import contact_key
 
 Change = Literal["joined", "left"]
-Cause = Literal["fact", "time", "rule"]
+#: `erased`: the person was erased (`segments forget`, stream.erasure).
+Cause = Literal["fact", "time", "rule", "erased"]
 
 
 def iso(ts: int) -> str:

@@ -76,6 +76,11 @@ class PartitionState:
             self.scheduled[key] = due
             heapq.heappush(self.timers, (due, key))
 
+    def untrack(self, key: str, state: ContactState) -> None:
+        """Forget a deleted contact (its heap entries are skipped when they come due)."""
+        self.contacts_by_account.get(state.account_id, set()).discard(key)
+        self.scheduled.pop(key, None)
+
     def due_contacts(self, now: int) -> list[str]:
         """Contact keys with a timer at or before `now` (each once)."""
         keys: dict[str, None] = {}

@@ -40,10 +40,11 @@ from common.topics import (
 from connectors.contract import ContractError, RawEvent
 from rules import RuleError
 from stream.attribution import ByChargeDecodeError, ChargeJoin, JoinTables, sweep_join
-from stream.changes import MembershipChange, member_key, member_state
+from stream.changes import MembershipChange, iso, member_key, member_state
 from stream.classify import ClassifyError
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
-from stream.facts import Fact, FactDecodeError
+from stream.erasure import FORGET, ForgetRequest, erase_classify_state
+from stream.facts import Fact, FactDecodeError, contact_key
 from stream.membership import (
     ContactState,
     hold,
@@ -313,7 +314,29 @@ class Pipeline:
         control = orjson.loads(raw)
         if control.get("k") == "rule":
             self._rule(ps, control["key"], control.get("doc"), out)
+        elif control.get("k") == FORGET:
+            self._forget(ps, ForgetRequest.from_control(control), out)
         # "tick" messages of earlier versions are ignored: the runtime ticks itself.
+
+    def _forget(self, ps: PartitionState, request: ForgetRequest, out: Outbox) -> None:
+        """Erase one person from this partition (stream.erasure), in its transaction."""
+        p = ps.partition
+        removed = erase_classify_state(request, self.customers.view(p), self.parked.view(p),
+                                       self.charges.view(p))
+        key = contact_key(request.account_id, request.email).decode()
+        view = self.contacts.view(p)
+        contact = view.get(key)
+        if contact is not None:
+            at = iso(self.clock())
+            # `members` maps each segment to the rule version it was decided under.
+            self._publish([MembershipChange(contact.account_id, segment_id, contact.email,
+                                            "left", at, "erased", None, version)
+                           for segment_id, version in sorted(contact.members.items())], out)
+            del view[key]
+            ps.untrack(key, contact)
+            removed += 1
+        log.info("partition %d: erased a contact of %s (%d entries)", p,
+                 request.account_id, removed)
 
     def _rule(self, ps: PartitionState, rule_key: str, doc: Any, out: Outbox) -> None:
         account_id, rule_id = split(rule_key, 2)

@@ -1,0 +1,67 @@
+"""Erasing one person from a deployment: `segments forget --account A EMAIL`.
+
+Publishes the erasure control record (`stream.erasure`) to every partition of
+`segments.control`, naming the account's connections (customer emails and charge payers
+are kept per connection). Each worker partition erases what it holds inside its own
+transaction and emits `left` (cause `erased`) for every segment the contact was in,
+with tombstones on `segments.members`; the read-model writer applies those like any
+other leave, so Redis and the query API drop the member. See README, "Privacy".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.emails import normalize_email
+from common.settings import Settings
+from common.topics import CONTROL_TOPIC
+from connectors.secrets import SecretBox, resolve_secret_key
+from connectors.store import ConnectionStore
+from segments.errors import ShellError
+from stream.erasure import forget_record
+from stream.facts import contact_key
+
+
+@dataclass(frozen=True)
+class ForgetSent:
+    account_id: str
+    partitions: int
+    connections: int
+
+
+async def account_connections(settings: Settings, account_id: str) -> list[str]:
+    """Ids of the account's connections, from the connection store."""
+    import redis.asyncio as aioredis
+
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        store = ConnectionStore(redis, SecretBox(resolve_secret_key(settings)),
+                                prefix=settings.topic_prefix)
+        found = [await store.get(i) for i in await store.list_ids()]
+        return sorted(c.id for c in found if c is not None and c.account_id == account_id)
+    finally:
+        await redis.aclose()
+
+
+async def forget(settings: Settings, account_id: str, email: str) -> ForgetSent:
+    """Ask every worker partition to erase `email` within `account_id`."""
+    from aiokafka import AIOKafkaProducer
+
+    normalized = normalize_email(email)
+    if normalized is None:
+        raise ShellError("not an email address")
+    connections = await account_connections(settings, account_id)
+    record = forget_record(account_id, normalized, connections)
+    topic = settings.topic(CONTROL_TOPIC)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        sent = [await producer.send(topic, record, key=contact_key(account_id, normalized),
+                                    partition=p) for p in partitions]
+        for future in sent:
+            await future
+    finally:
+        await producer.stop()
+    return ForgetSent(account_id, len(partitions), len(connections))

@@ -29,8 +29,11 @@ class ForgetSent:
     connections: int
 
 
-async def account_connections(settings: Settings, account_id: str) -> list[str]:
-    """Ids of the account's connections, from the connection store."""
+async def account_connections(settings: Settings, account_id: str,
+                              email: str | None = None) -> list[str]:
+    """Ids of the account's connections, from the connection store; with `email`, the
+    connector's customer-email cache entries (`connectors.emails`) of those connections
+    that name it are deleted on the way."""
     import redis.asyncio as aioredis
 
     redis = aioredis.Redis.from_url(settings.redis_url)
@@ -38,7 +41,16 @@ async def account_connections(settings: Settings, account_id: str) -> list[str]:
         store = ConnectionStore(redis, SecretBox(resolve_secret_key(settings)),
                                 prefix=settings.topic_prefix)
         found = [await store.get(i) for i in await store.list_ids()]
-        return sorted(c.id for c in found if c is not None and c.account_id == account_id)
+        ids = sorted(c.id for c in found if c is not None and c.account_id == account_id)
+        if email is not None:
+            for connection_id in ids:
+                pattern = f"{settings.topic_prefix}email:{connection_id}:*"
+                async for key in redis.scan_iter(match=pattern, count=1000):
+                    raw = await redis.get(key)
+                    text = raw.decode() if isinstance(raw, bytes) else (raw or "")
+                    if text.partition("|")[2] == email:
+                        await redis.delete(key)
+        return ids
     finally:
         await redis.aclose()
 
@@ -50,7 +62,7 @@ async def forget(settings: Settings, account_id: str, email: str) -> ForgetSent:
     normalized = normalize_email(email)
     if normalized is None:
         raise ShellError("not an email address")
-    connections = await account_connections(settings, account_id)
+    connections = await account_connections(settings, account_id, normalized)
     record = forget_record(account_id, normalized, connections)
     topic = settings.topic(CONTROL_TOPIC)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,

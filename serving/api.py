@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from common.auth import principal
 from common.emails import normalize_email
 from common.http import Handler, json_response, log_request, route_of
 from serving.change_feed import Feed
+from serving.erasure import ForgetSent
 from serving.errors import ServingError
 from serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
 from serving.read_model import valid_id
@@ -40,6 +42,8 @@ READER = web.AppKey("reader", ReadModelReader)
 METRICS = web.AppKey("metrics", ServingMetrics)
 FEED = web.AppKey("feed", Feed)
 REDIS: web.AppKey[Any] = web.AppKey("redis")
+#: (account_id, email) -> the erasure requested (`serving.erasure.forget`).
+ERASE: web.AppKey[Callable[[str, str], Awaitable[ForgetSent]]] = web.AppKey("erase")
 
 class ApiError(ServingError):
     def __init__(self, status: int, message: str) -> None:
@@ -174,6 +178,19 @@ async def get_contact_segments(request: web.Request) -> web.Response:
         raise ApiError(400, "email must be an email address")
     segments = await request.app[READER].contact_segments(account_id, email)
     return json_response({"account_id": account_id, "email": email, "segments": segments})
+
+
+async def erase_contact(request: web.Request) -> web.Response:
+    """`DELETE /accounts/{account_id}/contacts/{email}`: erase one person (README,
+    "Privacy"); the account's own token or the admin's. 202: the erasure record is on
+    every worker partition's control topic; the workers apply it in order."""
+    account_id = path_account(request)
+    email = normalize_email(request.match_info["email"])
+    if email is None:
+        raise ApiError(400, "email must be an email address")
+    sent = await request.app[ERASE](account_id, email)
+    return json_response({"account_id": account_id, "erasure": "requested",
+                          "partitions": sent.partitions}, 202)
 
 
 async def healthz(request: web.Request) -> web.Response:

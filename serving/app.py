@@ -6,6 +6,7 @@ the API knows nothing of the page.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -15,18 +16,21 @@ from common.http import application, expect_handler
 from serving import api
 from serving import web as page
 from serving.change_feed import Feed
+from serving.erasure import ForgetSent
 from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
 from serving.read_model_query import ReadModelReader
 
+Eraser = Callable[[str, str], Awaitable[ForgetSent]]
 #: Routes answered without a token: health, metrics and the page's assets carry no
 #: account's data (the page's data calls and `/events` need the token).
 OPEN_ROUTES = ("/healthz", "/metrics", "/", "/static/{name}")
 
 
 def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
-              verifier: TokenVerifier) -> web.Application:
-    """The query API over the read model in `redis` (keys of `ns`), and its web page."""
+              verifier: TokenVerifier, erase: Eraser | None = None) -> web.Application:
+    """The query API over the read model in `redis` (keys of `ns`), and its web page;
+    `erase` serves `DELETE /accounts/{a}/contacts/{email}` (None: that route is absent)."""
     app = application([api.observe, auth_middleware(verifier, OPEN_ROUTES)])
     app[api.READER] = ReadModelReader(redis, ns)
     app[api.METRICS] = metrics_
@@ -42,5 +46,9 @@ def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
         ("/metrics", api.metrics),
     ):
         app.router.add_get(path, handler, expect_handler=expect_handler)
+    if erase is not None:
+        app[api.ERASE] = erase
+        app.router.add_delete("/accounts/{account_id}/contacts/{email}", api.erase_contact,
+                              expect_handler=expect_handler)
     page.add_routes(app)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from common.settings import Settings
 from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC, TOPICS, ensure_topics
 from serving.app import build_app
 from serving.change_feed import MAX_SUBSCRIBERS, Feed
+from serving.erasure import forget
 from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
 from serving.read_model_agent import ReadModelAgent
@@ -68,7 +70,8 @@ class ApiProcess:
         self.feed = Feed(self.redis, self.ns.feed, self.metrics,
                          max_subscribers=feed_max_subscribers(os.environ))
         self.agent = ReadModelAgent(settings, self.redis, self.metrics) if read_model else None
-        self.app = build_app(self.redis, self.ns, self.metrics, self.feed, verifier)
+        self.app = build_app(self.redis, self.ns, self.metrics, self.feed, verifier,
+                             erase=functools.partial(forget, settings))
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 

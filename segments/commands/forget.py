@@ -33,8 +33,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segments.errors import ShellError
-    from segments.forget import forget
+    from serving.erasure import NotAnEmail, forget
     from serving.read_model import valid_id
 
     if not valid_id(args.account_id):
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         sent = asyncio.run(forget(Settings.from_env(), args.account_id, args.email))
-    except ShellError as exc:
+    except NotAnEmail as exc:
         print(f"segments forget: {exc}", file=sys.stderr)
         return 2
     print(f"erasure requested for one contact of {sent.account_id} on {sent.partitions} "

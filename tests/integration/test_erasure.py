@@ -28,13 +28,13 @@ from common.topics import (
 from connectors.emails import EmailResolver
 from connectors.secrets import SecretBox, resolve_secret_key
 from connectors.store import ConnectionStore, new_connection_id
-from segments.forget import forget
+from serving.erasure import forget
 from serving.server import ApiProcess
 from stream.app import StreamOptions, create_app
 from tests import stripe_events as se
 from tests.drain import read_to_end, wait_processed
 from tests.integration.test_pipeline import Topics, rule
-from tests.tokens import ADMIN
+from tests.tokens import ADMIN, bearer
 from tests.waiting import async_wait_for
 from tests.worker_runner import running
 
@@ -93,8 +93,9 @@ async def redis_naming(redis: aioredis.Redis, prefix: str, email: str) -> list[s
     return found
 
 
+@pytest.mark.parametrize("via", ["cli", "api"])
 async def test_forget_erases_one_person_everywhere(settings: Settings, topics: Topics,
-                                                   redis: aioredis.Redis) -> None:
+                                                   redis: aioredis.Redis, via: str) -> None:
     # The account's connections (forget erases customer emails per connection).
     store = ConnectionStore(redis, SecretBox(resolve_secret_key(settings)),
                             prefix=settings.topic_prefix)
@@ -153,8 +154,18 @@ async def test_forget_erases_one_person_everywhere(settings: Settings, topics: T
         group = f"{settings.topic_prefix}segments"
         await wait_processed(settings.kafka_bootstrap_servers, group, [
             settings.topic(t) for t in (EVENTS_TOPIC, BY_CHARGE_TOPIC, FACTS_TOPIC)])
-        sent = await forget(settings, "acme", " Ann@Example.com ")
-        assert sent.partitions == settings.partitions
+        if via == "cli":
+            sent = await forget(settings, "acme", " Ann@Example.com ")
+            assert sent.partitions == settings.partitions
+        else:
+            url = f"{api.url}/accounts/acme/contacts/Ann@Example.com"
+            async with http.delete(url, headers=bearer("globex")) as resp:
+                assert resp.status == 404  # another account's token: as if unknown
+            async with http.delete(url) as resp:
+                assert resp.status == 401
+            async with http.delete(url, headers=bearer("acme")) as resp:
+                assert resp.status == 202
+                assert (await resp.json())["partitions"] == settings.partitions
 
         async def ann_gone() -> bool:
             return await members(http, api, "acme") == ["bob@example.com"]

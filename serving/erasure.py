@@ -1,4 +1,5 @@
-"""Erasing one person from a deployment: `segments forget --account A EMAIL`.
+"""Erasing one person from a deployment: `segments forget --account A EMAIL` and
+`DELETE /accounts/{account_id}/contacts/{email}` on the query API.
 
 Publishes the erasure control record (`stream.erasure`) to every partition of
 `segments.control`, naming the account's connections (customer emails and charge payers
@@ -17,9 +18,13 @@ from common.settings import Settings
 from common.topics import CONTROL_TOPIC
 from connectors.secrets import SecretBox, resolve_secret_key
 from connectors.store import ConnectionStore
-from segments.errors import ShellError
+from serving.errors import ServingError
 from stream.erasure import forget_record
 from stream.facts import contact_key
+
+
+class NotAnEmail(ServingError, ValueError):
+    """The address to erase is not an email (`common.emails`)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ async def forget(settings: Settings, account_id: str, email: str) -> ForgetSent:
 
     normalized = normalize_email(email)
     if normalized is None:
-        raise ShellError("not an email address")
+        raise NotAnEmail("not an email address")
     connections = await account_connections(settings, account_id, normalized)
     record = forget_record(account_id, normalized, connections)
     topic = settings.topic(CONTROL_TOPIC)

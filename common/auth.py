@@ -236,6 +236,10 @@ def bearer_token(request: web.Request) -> str:
         raise Unauthorized("missing bearer token")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("malformed Authorization header (expected: Bearer <token>)")
+    # A JWT is base64url and dots; other bytes reach us as surrogates, which PyJWT
+    # fails to encode (UnicodeEncodeError, a 500) instead of refusing.
+    if not token.isascii() or not token.strip().isprintable():
+        raise Unauthorized("malformed bearer token")
     return token.strip()
 
 

@@ -29,6 +29,7 @@ from common.windows import BACKFILL_DAYS
 from connectors.backfill import BackfillJob, BackfillOptions, run_backfill
 from connectors.errors import ConnectorError
 from connectors.metrics import ConnectorMetrics
+from connectors.quotas import ConnectionQuotas, QuotaExceeded
 from connectors.sink import EventSink
 from connectors.store import (
     Connection,
@@ -148,6 +149,7 @@ class ConnectionsApi:
         registration: RegistrationMode = "stripe",
         start_backfill: bool = True,
         backfill_options: BackfillOptions | None = None,
+        quotas: ConnectionQuotas | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -158,6 +160,8 @@ class ConnectionsApi:
         #: None: `BackfillOptions.from_env()` when a backfill starts.
         self.backfill_options = backfill_options
         self.backfills: dict[str, asyncio.Task[Any]] = {}
+        #: None: no limits (tests of other things); the servers always pass them.
+        self.quotas = quotas
         self._resume: asyncio.Task[int] | None = None
 
     async def create(self, request: web.Request) -> web.Response:
@@ -176,13 +180,26 @@ class ConnectionsApi:
             return _error(403, "account_id", "the token does not allow this account")
         connection_id = new_connection_id()
         request[LOG_FIELDS] = {"connection_id": connection_id, "account_id": req.account_id}
+        if self.quotas is not None:
+            try:
+                await self.quotas.reserve(req.account_id, connection_id)
+            except QuotaExceeded as exc:
+                request[LOG_FIELDS]["refused"] = "quota"
+                answer = _error(429, None, exc.reason)
+                answer.headers["Retry-After"] = str(exc.retry_after_s)
+                return answer
         try:
             conn = await self._connect(connection_id, req)
         except StripeAccountError as exc:
+            await self._release(req.account_id, connection_id)
             request[LOG_FIELDS]["stripe_error"] = type(exc).__name__
             return _error(exc.status, exc.field, exc.reason)
         except ConnectionStoreUnavailable:
+            await self._release(req.account_id, connection_id)
             return _error(503, None, STORE_UNAVAILABLE)
+        except BaseException:
+            await self._release(req.account_id, connection_id)
+            raise
         self.metrics.connections_created.inc()
         backfill = self._launch_backfill(conn, req.api_key)
         request[LOG_FIELDS]["backfill"] = backfill
@@ -191,6 +208,10 @@ class ConnectionsApi:
         if conn.webhook_endpoint_id:
             doc["webhook_endpoint_id"] = conn.webhook_endpoint_id
         return _json(201, doc)
+
+    async def _release(self, account_id: str, connection_id: str) -> None:
+        if self.quotas is not None:
+            await self.quotas.release(account_id, connection_id)
 
     async def _connect(self, connection_id: str, req: ConnectRequest) -> Connection:
         async with stripe_client(self.settings, req.api_key) as client:
@@ -315,6 +336,7 @@ class ConnectionsApi:
             await self.store.delete(conn.id)  # the tombstone first: then the cache
         except ConnectionStoreUnavailable:
             return _error(503, None, STORE_UNAVAILABLE)
+        await self._release(conn.account_id, conn.id)
         self.metrics.forget_connection(conn.id)
         request[LOG_FIELDS] = {"connection_id": conn.id, "webhook_endpoint": outcome}
         return _json(200, {"id": conn.id, "deleted": True, "webhook_endpoint": outcome})

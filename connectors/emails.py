@@ -27,6 +27,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import stripe
 
+from common.emails import normalize_email
 from common.settings import Settings
 from connectors.errors import ConnectorError
 from connectors.stripe_client import AsyncStripe, RequestPacer
@@ -68,14 +69,6 @@ class EmailLookupError(ConnectorError, RuntimeError):
     def __init__(self, message: str, *, retriable: bool) -> None:
         super().__init__(message)
         self.retriable = retriable
-
-
-def normalize_email(raw: object) -> str | None:
-    """Trimmed and lower-cased (SPEC, "Contacts"); None for a missing or blank email."""
-    if not isinstance(raw, str):
-        return None
-    email = raw.strip().lower()
-    return email or None
 
 
 def _decode(raw: bytes | str) -> tuple[int, str | None]:

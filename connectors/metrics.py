@@ -42,6 +42,7 @@ REJECT_REASONS = (
     "missing_signature",
     "bad_signature",
     "stale_timestamp",
+    "future_timestamp",
     "malformed_json",
 )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -23,11 +24,12 @@ import orjson
 from aiohttp import web
 
 from common.auth import TokenVerifier, auth_middleware, resolve_verifier
-from common.http import Handler, expect_handler, log_request, route_of
+from common.http import Handler, application, expect_handler, log_request, route_of, runner
 from common.redis_client import blocking_pool_client
 from common.settings import Settings
 from connectors.connections import ConnectionsApi
 from connectors.metrics import CONTENT_TYPE_LATEST, ConnectorMetrics
+from connectors.quotas import ConnectionQuotas, QuotaLimits
 from connectors.secrets import SecretBox, resolve_secret_key
 from connectors.sink import EventSink
 from connectors.store import ConnectionStore
@@ -72,7 +74,8 @@ def summary_middleware(metrics: ConnectorMetrics) -> Any:
             raise
         except Exception as exc:
             error = type(exc).__name__
-            log.error("unhandled %s on %s %s", error, request.method, request.path,
+            # The route, not the path: a path may name a person or a connection.
+            log.error("unhandled %s on %s %s", error, request.method, route_of(request),
                       exc_info=True)
             return web.Response(status=500, body=b'{"error":"internal error"}',
                                 content_type="application/json")
@@ -125,11 +128,13 @@ def create_app(
     secrets_cache_ttl: float = 5.0,
     max_in_flight: int = 512,
     backfill_options: BackfillOptions | None = None,
+    limits: QuotaLimits | None = None,
 ) -> web.Application:
     """The public app (webhooks only); `prepare_kafka` (e.g. ensure_topics) runs before
     the producer. `create_admin_app` adds the internal listener's app over the same state.
 
-    `backfill_options` tunes the backfills it starts (default: from the environment).
+    `backfill_options` tunes the backfills it starts, `limits` the quotas of
+    `POST /connections` (both default: from the environment).
     """
     guard_stripe_logging()
     metrics = ConnectorMetrics()
@@ -146,12 +151,17 @@ def create_app(
                               prepare=prepare_kafka)
     event_sink: EventSink = sink
     receiver = WebhookReceiver(store, event_sink, metrics, max_in_flight=max_in_flight)
+    async def exists(connection_id: str) -> bool:
+        return await store.get(connection_id) is not None
+
+    quotas = ConnectionQuotas(redis, settings.topic_prefix,
+                              QuotaLimits.from_env(os.environ) if limits is None else limits,
+                              exists)
     connections = ConnectionsApi(settings, store, event_sink, metrics,
                                  registration=registration, start_backfill=start_backfill,
-                                 backfill_options=backfill_options)
+                                 backfill_options=backfill_options, quotas=quotas)
 
-    app = web.Application(middlewares=[summary_middleware(metrics)],
-                          client_max_size=1 << 20)
+    app = application([summary_middleware(metrics)])
     app[METRICS], app[STORE], app[SINK], app[CONNECTIONS] = metrics, store, sink, connections
     app[SETTINGS] = settings
     app.router.add_post("/webhooks/stripe/{connection_id}", receiver.handle,
@@ -183,9 +193,7 @@ def create_admin_app(app: web.Application,
     if verifier is None:
         verifier = resolve_verifier(app[SETTINGS])
     metrics, connections = app[METRICS], app[CONNECTIONS]
-    admin = web.Application(
-        middlewares=[summary_middleware(metrics), auth_middleware(verifier, OPEN_ROUTES)],
-        client_max_size=1 << 20)
+    admin = application([summary_middleware(metrics), auth_middleware(verifier, OPEN_ROUTES)])
     admin[METRICS], admin[STORE], admin[SINK] = metrics, app[STORE], app[SINK]
     admin[CONNECTIONS], admin[SETTINGS] = connections, app[SETTINGS]
     routes = admin.router
@@ -210,16 +218,16 @@ async def serve(app: web.Application, host: str, port: int, *,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # access_log=None: the summary middleware writes the one line per request.
-    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)]
+    runners = [runner(app, shutdown_timeout=shutdown_timeout)]
     if admin is not None:
-        runners.append(web.AppRunner(admin, access_log=None, shutdown_timeout=shutdown_timeout))
+        runners.append(runner(admin, shutdown_timeout=shutdown_timeout))
     started: list[web.AppRunner] = []
     try:
-        for runner, (h, p) in zip(runners, ((host, port), (admin_host, admin_port)),
-                                  strict=False):
-            await runner.setup()
-            started.append(runner)
-            await web.TCPSite(runner, h, p).start()
+        for each, (h, p) in zip(runners, ((host, port), (admin_host, admin_port)),
+                                strict=False):
+            await each.setup()
+            started.append(each)
+            await web.TCPSite(each, h, p).start()
         log.info("connector: webhooks on http://%s:%d", host, port)
         if admin is not None:
             log.info("connector: connection API, /healthz, /metrics on http://%s:%d",
@@ -229,5 +237,5 @@ async def serve(app: web.Application, host: str, port: int, *,
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        for runner in reversed(started):
-            await runner.cleanup()
+        for each in reversed(started):
+            await each.cleanup()

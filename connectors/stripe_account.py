@@ -21,6 +21,7 @@ from typing import Literal
 
 import aiohttp
 import stripe
+from stripe import _util as stripe_util
 
 from common.settings import Settings
 from common.stripe_event_types import NEEDED_EVENT_TYPES
@@ -207,7 +208,18 @@ class _DropStripeBodies(logging.Filter):
 
 
 def guard_stripe_logging() -> None:
-    """Keep secrets out of logs even when someone turns on DEBUG logging."""
+    """Keep secrets out of logs even when someone turns on DEBUG logging or sets
+    `STRIPE_LOG`.
+
+    The library prints its request and response lines (bodies included: a webhook
+    endpoint's carries its signing secret) straight to stderr, past every logging
+    filter, when `stripe.log` or the `STRIPE_LOG` it read at import is "debug" or
+    "info". Both are turned off here whatever the environment says, and its logger
+    stops at WARNING (with a filter for the bodies should someone lower it again).
+    """
+    stripe.log = None
+    stripe_util.STRIPE_LOG = None
     stripe_log = logging.getLogger("stripe")
+    stripe_log.setLevel(logging.WARNING)
     if not any(isinstance(f, _DropStripeBodies) for f in stripe_log.filters):
         stripe_log.addFilter(_DropStripeBodies())

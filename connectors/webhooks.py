@@ -2,10 +2,11 @@
 
 Strict in this order, cheapest first, producing nothing on any refusal:
 413 when the body is over 1 MiB (checked on Content-Length and while reading, so a
-huge body is never buffered), 404 for an unknown connection (the same answer as any
-unknown path, so ids of other accounts cannot be probed), 400 for a missing or wrong
-signature or a timestamp older than five minutes (verified over the raw bytes with the
-official library, against each of the connection's secrets during a rotation), 400
+huge body is never buffered; a body must arrive within 10 s, `common.http`), 404 for an
+unknown connection (the same answer as any unknown path, so ids of other accounts cannot
+be probed), 400 for a missing or wrong signature, or a timestamp more than five minutes
+old or ahead (verified over the raw bytes with the official library, against each of
+the connection's secrets during a rotation), 400
 for a body that is not a JSON object with an id and a type (or nested deeper than the
 envelope can be written), 413 for an event whose envelope exceeds Kafka's record limit.
 Event types the engine does not use get a 2xx and are dropped. Everything else is
@@ -60,12 +61,26 @@ async def read_capped(request: web.Request, limit: int = MAX_BODY_BYTES) -> byte
     return bytes(buf)
 
 
-def check_signature(body: bytes, header: str | None, secrets: tuple[str, ...]) -> str | None:
+def signed_at(header: str) -> int | None:
+    """The `t=` of a `Stripe-Signature` header exactly as the library reads it (its
+    first `t`, unstripped), or None: a different reading could check another time than
+    the one the signature was verified with."""
+    try:
+        at, _ = stripe.WebhookSignature._get_timestamp_and_signatures(header, "v1")
+    except (IndexError, ValueError):
+        return None
+    return int(at)
+
+
+def check_signature(body: bytes, header: str | None, secrets: tuple[str, ...],
+                    now: float | None = None) -> str | None:
     """None if `header` signs `body` recently with one of `secrets`, else the reason.
 
     The library checks the signature before the age; asking it twice (without, then
     with the tolerance) tells a forged request from a stale replay, for the metrics,
-    without parsing its error messages.
+    without parsing its error messages. The library tolerates any timestamp in the
+    future; one more than `TOLERANCE_SECONDS` ahead of `now` is refused here
+    ("future_timestamp"): a signature made for later replays is no retry either.
     """
     if not header:
         return "missing_signature"
@@ -83,6 +98,9 @@ def check_signature(body: bytes, header: str | None, secrets: tuple[str, ...]) -
         stripe.WebhookSignature.verify_header(body, header, matched, tolerance=TOLERANCE_SECONDS)
     except stripe.SignatureVerificationError:
         return "stale_timestamp"
+    at = signed_at(header)
+    if at is None or at > (time.time() if now is None else now) + TOLERANCE_SECONDS:
+        return "future_timestamp"
     return None
 
 
@@ -131,6 +149,7 @@ class WebhookReceiver:
             "missing_signature": "missing Stripe-Signature header",
             "bad_signature": "signature verification failed",
             "stale_timestamp": "signature timestamp outside the tolerance",
+            "future_timestamp": "signature timestamp outside the tolerance",
             "malformed_json": "body is not a Stripe event JSON object",
         }
         return _answer(status, error=messages.get(reason, reason))

@@ -22,6 +22,7 @@ COMMANDS = [
     "worker",
     "api",
     "members",
+    "forget",
     "rebuild",
     "rules",
     "token",
@@ -31,7 +32,7 @@ COMMANDS = [
 #: Operator tools print their own output; their logs show warnings and errors only
 #: unless SEGMENTS_LOG_LEVEL says otherwise. Servers log at INFO.
 QUIET_COMMANDS = frozenset({"stack", "connect", "backfill", "members", "rebuild-read-model",
-                            "rules", "token", "rotate-secrets"})
+                            "rules", "token", "rotate-secrets", "forget"})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,20 +18,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from common.auth import principal
+from common.emails import normalize_email
 from common.http import Handler, json_response, log_request, route_of
 from common.ids import ID_RULE, valid_id
 from serving.change_feed import Feed
+from serving.erasure import ForgetSent
 from serving.errors import ServingError
 from serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
 from serving.read_model_query import BadCursor, ReadModelReader, Segment, decode_cursor
 from serving.status_table import StatusTable
-from stream.facts import normalize_email
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ METRICS = web.AppKey("metrics", ServingMetrics)
 FEED = web.AppKey("feed", Feed)
 REDIS: web.AppKey[Any] = web.AppKey("redis")
 STATUS = web.AppKey("status", StatusTable)
+#: (account_id, email) -> the erasure requested (`serving.erasure.forget`).
+ERASE: web.AppKey[Callable[[str, str], Awaitable[ForgetSent]]] = web.AppKey("erase")
 
 class ApiError(ServingError):
     def __init__(self, status: int, message: str) -> None:
@@ -184,9 +188,23 @@ async def get_contact_segments(request: web.Request) -> web.Response:
     raw = request.match_info["email"]
     email = normalize_email(raw)
     if email is None:
-        raise ApiError(400, f"email must be an email address (got {raw!r})")
+        # Not echoed: it may hold control characters, and it names a person.
+        raise ApiError(400, "email must be an email address")
     segments = await request.app[READER].contact_segments(account_id, email)
     return json_response({"account_id": account_id, "email": email, "segments": segments})
+
+
+async def erase_contact(request: web.Request) -> web.Response:
+    """`DELETE /accounts/{account_id}/contacts/{email}`: erase one person (README,
+    "Privacy"); the account's own token or the admin's. 202: the erasure record is on
+    every worker partition's control topic; the workers apply it in order."""
+    account_id = path_account(request)
+    email = normalize_email(request.match_info["email"])
+    if email is None:
+        raise ApiError(400, "email must be an email address")
+    sent = await request.app[ERASE](account_id, email)
+    return json_response({"account_id": account_id, "erasure": "requested",
+                          "partitions": sent.partitions}, 202)
 
 
 async def healthz(request: web.Request) -> web.Response:

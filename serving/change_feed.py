@@ -4,8 +4,11 @@ The read-model writer publishes each applied batch on one Redis channel after Re
 the new state, so every API process (however the topic partitions are spread over
 them) sees every change, with the segment's member count after it and the write's seq
 (which orders events against a snapshot of `GET /segments`). A stream that reads
-too slowly is closed rather than buffered without bound; the browser reconnects and the
-page reloads its counts.
+too slowly is closed rather than buffered without bound (its queue is capped, and a
+write the client does not take within `write_timeout` seconds drops it); the browser
+reconnects and the page reloads its counts. At most `max_subscribers` streams are open
+per process (`SEGMENTS_FEED_MAX_SUBSCRIBERS`, default 200); one more is refused with 503
+and `Retry-After`.
 
 Each stream is limited to the accounts its caller may see, at the source: `dispatch`
 hands a stream only its accounts' events, so another account's change is never queued
@@ -23,12 +26,24 @@ from typing import Any
 
 import orjson
 
+from serving.errors import ServingError
 from serving.metrics import ServingMetrics
 from stream.changes import MembershipChange
 
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
+
+#: Open streams per API process, unless SEGMENTS_FEED_MAX_SUBSCRIBERS says otherwise.
+MAX_SUBSCRIBERS = 200
+#: Seconds a stream's client has to take one write before the stream is dropped.
+WRITE_TIMEOUT_S = 10.0
+
+
+class FeedFull(ServingError):
+    """Every stream slot of this process is taken."""
+
+    retriable = True
 
 
 def change_event(change: MembershipChange, member_count: int, seq: int) -> Event:
@@ -115,9 +130,12 @@ class Feed:
 
     def __init__(
         self, redis: Any, channel: str, metrics: ServingMetrics, queue_limit: int = 2000,
-        recent: int = 50,
+        recent: int = 50, *, max_subscribers: int = MAX_SUBSCRIBERS,
+        write_timeout: float = WRITE_TIMEOUT_S,
     ) -> None:
         self.redis = redis
+        self.max_subscribers = max_subscribers
+        self.write_timeout = write_timeout
         self.channel = channel
         self.metrics = metrics
         self.queue_limit = queue_limit
@@ -157,7 +175,10 @@ class Feed:
     def subscribe(self, *, history: bool = False,
                   accounts: frozenset[str] | None = None) -> Iterator[Subscription]:
         """A new stream's queue for `accounts` (None: all); with `history`, it starts
-        with the recent changes of those accounts."""
+        with the recent changes of those accounts. FeedFull when `max_subscribers` streams
+        are open already."""
+        if len(self._subscriptions) >= self.max_subscribers:
+            raise FeedFull(f"{len(self._subscriptions)} streams open")
         subscription = Subscription(self.queue_limit + len(self.recent), accounts)
         if history:
             for event in self.recent:
@@ -170,6 +191,13 @@ class Feed:
         finally:
             self._subscriptions.discard(subscription)
             self.metrics.feed_subscribers.dec()
+
+    def drop(self, subscription: Subscription) -> None:
+        """Close a stream whose client stopped reading (a write timed out)."""
+        subscription.close()
+        if subscription in self._subscriptions:
+            self.metrics.feed_dropped.inc()
+            self._subscriptions.discard(subscription)
 
     def close(self) -> None:
         """End every open stream (server shutdown)."""

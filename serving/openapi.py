@@ -217,6 +217,13 @@ def _paths() -> dict[str, Any]:
              "404": _error("Unknown segment or account"),
              "503": _error("The contact's partition is restoring or moving: retry")},
             [ACCOUNT, SEGMENT, _param("email", "path", {"type": "string"}, "The contact")])},
+        "/accounts/{account_id}/contacts/{email}": {"delete": _op(
+            "Erase one person from the account: contact state, memberships (they leave "
+            "with cause erased), the read model; answers once the erasure is on its way "
+            "to every worker partition",
+            {"202": _json({"type": "object"}, "The erasure was sent"),
+             "404": _error("Unknown account")},
+            [ACCOUNT, _param("email", "path", {"type": "string"}, "The contact's email")])},
         "/events": {"get": _op(
             "Live feed of membership and rule changes (server-sent events)",
             {"200": {"description": "An event stream",

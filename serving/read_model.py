@@ -41,6 +41,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from common.emails import normalize_email
 from common.ids import valid_id as valid_id  # re-exported for callers of old
 from common.keys import MalformedKey, split
 from common.records import VERSION_FIELD, UnsupportedRecordVersion, record_version
@@ -152,8 +153,8 @@ def _checked_ids(account_id: str, segment_id: str, email: str | None = None) -> 
         raise RecordError(f"invalid account_id {account_id!r}")
     if not valid_id(segment_id):
         raise RecordError(f"invalid segment_id {segment_id!r}")
-    if email is not None and (not email or email != email.strip().lower()):
-        raise RecordError(f"email {email!r} is not normalized")
+    if email is not None and normalize_email(email) != email:
+        raise RecordError("email is not normalized")  # not quoted: it names a person
 
 
 def write_from_change(change: MembershipChange) -> MemberWrite:
@@ -184,7 +185,7 @@ def write_from_member_record(key: bytes | None, value: bytes | None) -> MemberWr
     try:
         account_id, segment_id, email = split_member_key(key)
     except (UnicodeDecodeError, ValueError):
-        raise RecordError(f"malformed members key {key!r}") from None
+        raise RecordError("malformed members key") from None  # it may hold an email
     _checked_ids(account_id, segment_id, email)
     if value is not None:
         try:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
 import signal
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -20,17 +23,30 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from common.auth import AuthConfigError, TokenVerifier, resolve_verifier
+from common.http import runner
 from common.redis_client import redis_client
 from common.settings import Settings
 from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC, STATUS_TOPIC, TOPICS, ensure_topics
 from serving.app import build_app
-from serving.change_feed import Feed
+from serving.change_feed import MAX_SUBSCRIBERS, Feed
+from serving.erasure import forget
 from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
 from serving.read_model_agent import ReadModelAgent
 from serving.status_table import StatusTable
 
 log = logging.getLogger(__name__)
+
+
+def feed_max_subscribers(env: Mapping[str, str]) -> int:
+    """`SEGMENTS_FEED_MAX_SUBSCRIBERS`: open `/events` streams per process (default 200)."""
+    raw = env.get("SEGMENTS_FEED_MAX_SUBSCRIBERS", "").strip()
+    if not raw:
+        return MAX_SUBSCRIBERS
+    value = int(raw)
+    if value < 1:
+        raise ValueError("SEGMENTS_FEED_MAX_SUBSCRIBERS must be at least 1")
+    return value
 
 
 def connect_redis(settings: Settings) -> Redis:
@@ -53,11 +69,13 @@ class ApiProcess:
         self.redis = connect_redis(settings)
         self.metrics = ServingMetrics()
         self.ns = Namespace(settings.topic_prefix)
-        self.feed = Feed(self.redis, self.ns.feed, self.metrics)
+        self.feed = Feed(self.redis, self.ns.feed, self.metrics,
+                         max_subscribers=feed_max_subscribers(os.environ))
         self.agent = ReadModelAgent(settings, self.redis, self.metrics) if read_model else None
         self.status = StatusTable(settings)
         self.app = build_app(self.redis, self.ns, self.metrics, self.feed, verifier,
-                             settings=settings, status=self.status)
+                             settings=settings, status=self.status,
+                             erase=functools.partial(forget, settings))
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -81,7 +99,7 @@ class ApiProcess:
         if self.agent is not None:
             self._tasks.append(asyncio.create_task(self.agent.run(), name="read-model"))
         self._tasks.append(asyncio.create_task(self.status.run(), name="status"))
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
+        self._runner = runner(self.app, shutdown_timeout=5.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         log.info("query API on %s", self.url)

@@ -15,6 +15,7 @@ the accounts the token allows (`?account_id=` narrows it to one; another account
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib import resources
 
@@ -22,12 +23,14 @@ import orjson
 from aiohttp import web
 
 from common.auth import principal
-from common.http import expect_handler
+from common.http import expect_handler, json_response
 from serving.api import FEED, ApiError, account_param
-from serving.change_feed import Event
+from serving.change_feed import Event, Feed, FeedFull, Subscription
 
 log = logging.getLogger(__name__)
 
+#: Seconds a client refused by a full live feed is asked to wait.
+RETRY_AFTER_S = 5
 #: Seconds between keep-alive comments on an idle stream (proxies drop silent ones).
 HEARTBEAT_SECONDS = 15.0
 
@@ -80,28 +83,49 @@ async def events(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, f"account {account_id!r} not found")
     accounts = frozenset({account_id}) if account_id is not None else caller.only
     feed = request.app[FEED]
-    with feed.subscribe(history=True, accounts=accounts) as subscription:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        try:
-            await response.write(b"retry: 2000\n: connected\n\n")
-            while True:
-                batch = await subscription.next_events(HEARTBEAT_SECONDS)
-                if batch is None:  # closed: the client was too slow, or shutdown
-                    break
-                if not batch:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                # Only the stream's accounts were queued (`Feed.dispatch`).
-                await response.write(b"".join(sse_message(e) for e in batch))
-        except ConnectionResetError:  # the browser went away
-            pass
+    try:
+        with feed.subscribe(history=True, accounts=accounts) as subscription:
+            return await _stream(request, feed, subscription)
+    except FeedFull:
+        log.warning("live feed full: %d streams open", feed.max_subscribers)
+        answer = json_response({"error": "too many open streams; retry later"}, 503)
+        answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return answer
+
+
+async def _stream(request: web.Request, feed: Feed, subscription: Subscription,
+                  ) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+
+    async def write(data: bytes) -> None:
+        # A client that does not take a write in time is dropped: the data would
+        # otherwise wait in this process's buffers for as long as it likes.
+        await asyncio.wait_for(response.write(data), feed.write_timeout)
+
+    try:
+        await write(b"retry: 2000\n: connected\n\n")
+        while True:
+            batch = await subscription.next_events(HEARTBEAT_SECONDS)
+            if batch is None:  # closed: the client was too slow, or shutdown
+                break
+            if not batch:
+                await write(b": keep-alive\n\n")
+                continue
+            # Only the stream's accounts were queued (`Feed.dispatch`).
+            await write(b"".join(sse_message(e) for e in batch))
+    except ConnectionResetError:  # the browser went away
+        pass
+    except TimeoutError:
+        feed.drop(subscription)
+        if request.transport is not None:
+            request.transport.abort()  # nothing more is sent to this client
     return response
 
 

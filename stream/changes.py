@@ -39,7 +39,8 @@ from rules.errors import FieldError, RuleError
 from stream.facts import contact_key
 
 Change = Literal["joined", "left"]
-Cause = Literal["fact", "time", "rule"]
+#: `erased`: the person was erased (`segments forget`, stream.erasure).
+Cause = Literal["fact", "time", "rule", "erased"]
 
 
 def iso(ts: int) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from common.emails import normalize_email as normalize_email  # the stream's callers' name
 from common.keys import pack
 from common.records import UnsupportedRecordVersion, record_version, versioned
 from rules.vocabulary import FilterId
@@ -135,9 +136,3 @@ def contact_key(account_id: str, email: str) -> bytes:
     return pack(account_id, email)
 
 
-def normalize_email(raw: object) -> str | None:
-    """Trimmed, lower-cased; None for anything that is not a plausible address."""
-    if not isinstance(raw, str):
-        return None
-    email = raw.strip().lower()
-    return email if email and "@" in email else None

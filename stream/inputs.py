@@ -21,6 +21,7 @@ from connectors.contract import ContractError
 from rules import Rule, RuleError
 from rules.vocabulary import FILTERS
 from stream.classify import ClassifyError
+from stream.erasure import FORGET, ForgetRequest
 from stream.errors import StreamError
 from stream.facts import Fact, FactDecodeError
 from stream.partition_state import rule_from_doc
@@ -127,14 +128,20 @@ def checked_rule(key: str, doc: Any) -> tuple[bytes | None, Rule | None]:
     return raw, rule
 
 
-def decode_control(raw: bytes | None) -> RuleChange | None:
-    """A `segments.control` message: a rule change, or None for one to ignore (the
-    "tick" messages of earlier versions: the runtime ticks itself)."""
+def decode_control(raw: bytes | None) -> RuleChange | ForgetRequest | None:
+    """A `segments.control` message: a rule change, an erasure (`stream.erasure`), or
+    None for one to ignore (the "tick" messages of earlier versions: the runtime ticks
+    itself)."""
     if raw is None:
         raise ControlDecodeError("control message without a value")
     doc = orjson.loads(raw)
     if not isinstance(doc, dict):
         raise ControlDecodeError("control message is not a JSON object")
+    if doc.get("k") == FORGET:
+        try:
+            return ForgetRequest.from_control(doc)
+        except (KeyError, ValueError) as exc:
+            raise ControlDecodeError(f"malformed erasure record: {exc}") from None
     if doc.get("k") != "rule":
         return None
     key, at = doc.get("key"), doc.get("at")

@@ -45,7 +45,8 @@ from stream.changes import rule_key as pack_rule_key
 from stream.classify import ClassifyError
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
 from stream.envelopes import EnvelopeCheck, EnvelopeRejected
-from stream.facts import Fact
+from stream.erasure import ForgetRequest, erase_classify_state
+from stream.facts import Fact, contact_key
 from stream.inputs import (
     INPUT_ERRORS,
     FutureEventError,
@@ -172,6 +173,8 @@ class Pipeline:
                     continue
                 if isinstance(decoded, Fact):
                     self._fact(ps, decoded, out)
+                elif isinstance(decoded, ForgetRequest):
+                    self._forget(ps, decoded, out)
                 elif decoded is not None:
                     self._rule(ps, decoded.key, decoded, out)
         elif topic == self.rules_topic:
@@ -261,7 +264,10 @@ class Pipeline:
 
     def _dead_letter(self, record: Any, reason: str, out: Outbox) -> None:
         self.metrics.dead_letters.inc()
-        log.warning("dead letter: %s", reason)
+        # The reason's kind only: its text may quote the record (an email); the whole
+        # reason travels with the record in the dead-letter topic's headers.
+        log.warning("dead letter from %s[%d]@%d: %s", record.topic, record.partition,
+                    record.offset, reason.partition(":")[0])
         out.send(self.dlq_topic, record.key, record.value, headers=[
             ("reason", reason.encode()), ("topic", record.topic.encode()),
             ("partition", str(record.partition).encode()),
@@ -383,6 +389,27 @@ class Pipeline:
             changes = on_time(contact, ps.rules_of(contact.account_id, contact.facts), now)
             self._save(ps, key, contact)
             self._publish(changes, out)
+
+    def _forget(self, ps: PartitionState, request: ForgetRequest, out: Outbox) -> None:
+        """Erase one person from this partition (stream.erasure), in its transaction."""
+        p = ps.partition
+        removed = erase_classify_state(request, self.customers.view(p), self.parked.view(p),
+                                       self.charges.view(p))
+        key = contact_key(request.account_id, request.email).decode()
+        view = self.contacts.view(p)
+        contact = view.get(key)
+        if contact is not None:
+            now = self.clock()
+            # `members` maps each segment to the rule version it was decided under.
+            self._publish([MembershipChange(contact.account_id, segment_id, contact.email,
+                                            "left", iso(now), "erased", None, version,
+                                            iso(now))
+                           for segment_id, version in sorted(contact.members.items())], out)
+            del view[key]
+            ps.untrack(key, contact.account_id)
+            removed += 1
+        log.info("partition %d: erased a contact of %s (%d entries)", p,
+                 request.account_id, removed)
 
     def _rule(self, ps: PartitionState, rule_key: str, change: RuleChange,
               out: Outbox) -> None:

@@ -101,30 +101,48 @@ def run(args: argparse.Namespace) -> int:
         except AuthConfigError as exc:
             log.error("cannot start: %s", exc)
             return 2
+    metrics: tuple[Any, str, int] | None = None
     if args.metrics_port is not None:
-        serve_metrics(app, settings, args.metrics_host, args.metrics_port)
+        metrics = metrics_app(app, settings), args.metrics_host, args.metrics_port
     query = None if verifier is None else {
         "verifier": verifier, "host": args.query_host, "port": args.query_port,
         "advertised_host": args.query_advertised_host}
-    return asyncio.run(serve(app, settings, query))
+    return asyncio.run(serve(app, metrics, settings, query))
 
 
-def serve_metrics(app: Any, settings: Settings, host: str, port: int) -> None:
-    from prometheus_client import start_http_server
+def metrics_app(app: Any, settings: Settings) -> Any:
+    """`GET /metrics` of the worker (its registry plus the group's consumer lag), with
+    the limits of every server of ours (`common.http`)."""
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    from common.http import application, expect_handler
     from segments.lag import ConsumerLagCollector
     from stream.app import source_topics
 
     registry = app.segments_metrics.registry
     registry.register(ConsumerLagCollector(settings, app.group_id,
                                            source_topics(settings)))
-    start_http_server(port, addr=host, registry=registry)
+
+    async def metrics(request: web.Request) -> web.Response:
+        # Collecting asks Kafka for the lag (blocking): off the event loop.
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, generate_latest, registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    server = application()
+    server.router.add_get("/metrics", metrics, expect_handler=expect_handler)
+    return server
 
 
-async def serve(app: Any, settings: Settings | None = None,
-                query: dict[str, Any] | None = None) -> int:
-    """Run until SIGTERM/SIGINT (a clean stop) or a processing failure (exit 1); with
-    `query`, also the worker's query endpoint (`stream.query_server`)."""
+async def serve(app: Any, metrics: tuple[Any, str, int] | None = None,
+                settings: Settings | None = None, query: dict[str, Any] | None = None) -> int:
+    """Run until SIGTERM/SIGINT (a clean stop) or a processing failure (exit 1);
+    `metrics`: (the metrics app, host, port) to serve alongside; with `query`, also the
+    worker's query endpoint (`stream.query_server`)."""
+    from aiohttp import web
+
+    from common.http import runner
     from common.redis_client import redis_client
     from stream.query_server import QueryServer
 
@@ -132,6 +150,11 @@ async def serve(app: Any, settings: Settings | None = None,
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics_runner = None
+    if metrics is not None:
+        metrics_runner = runner(metrics[0], shutdown_timeout=2.0)
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, metrics[1], metrics[2]).start()
     await app.start()
     log.info("worker started (group %s)", app.group_id)
     server = None
@@ -156,3 +179,5 @@ async def serve(app: Any, settings: Settings | None = None,
             await server.stop()
             await server.redis.aclose()
         await app.stop()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from common.http import runner as http_runner
 from common.settings import Settings
 from connectors.backfill import BackfillOptions
 from connectors.server import create_admin_app, create_app
@@ -95,8 +96,8 @@ class DemoServices:
         # no settle delay, no overlap.
         options = BackfillOptions(rate_per_s=200.0, settle_s=0, overlap_s=0, log_every_s=2.0)
         app = create_app(settings, backfill_options=options)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
-        admin = web.AppRunner(create_admin_app(app), access_log=None, shutdown_timeout=5.0)
+        runner = http_runner(app, shutdown_timeout=5.0)
+        admin = http_runner(create_admin_app(app), shutdown_timeout=5.0)
         started: list[web.AppRunner] = []
 
         async def stop() -> None:  # the internal port first: the public app owns the state

@@ -284,6 +284,8 @@ async def test_every_route_is_documented_and_answers_as_documented(
         ("GET", "/static/{name}", {"name": "app.js"}, {}),
         ("DELETE", SEGMENT,
          {"account_id": "acme", "segment_id": "doc"}, {}),
+        ("DELETE", "/accounts/{account_id}/contacts/{email}",
+         {"account_id": "acme", "email": "nobody@example.com"}, {}),
     ]
     for method, route, path, headers in calls:
         await client.call(method, route, headers, **path)

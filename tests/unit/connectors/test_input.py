@@ -44,6 +44,9 @@ def _signed(secrets: str | list[str], age: int = 0) -> Callable[[], str]:
         (_signed("whsec_other"), (SECRET,), "bad_signature"),
         (lambda: sign(BODY, SECRET).replace("v1=", "v0="), (SECRET,), "bad_signature"),
         (_signed(SECRET, 301), (SECRET,), "stale_timestamp"),
+        (_signed(SECRET, -290), (SECRET,), None),
+        (_signed(SECRET, -320), (SECRET,), "future_timestamp"),  # made to be replayed later
+        (_signed(SECRET, -10**9), (SECRET,), "future_timestamp"),
         (_signed("whsec_other", 3600), (SECRET,), "bad_signature"),
         (_signed(SECRET), (), "bad_signature"),
     ],
@@ -52,6 +55,16 @@ def test_check_signature(
     header: Callable[[], str | None], secrets: tuple[str, ...], reason: str | None
 ) -> None:
     assert check_signature(BODY, header(), secrets) == reason
+
+
+def test_future_check_reads_the_timestamp_the_library_verified() -> None:
+    """Two `t=` items: the library verifies the first; so is the first checked."""
+    now = int(time.time())
+    future = sign(BODY, SECRET, now + 3600)
+    v1 = future.split(",v1=")[1]
+    assert check_signature(BODY, f"t={now + 3600},t={now},v1={v1}", (SECRET,)) == (
+        "future_timestamp")
+    assert check_signature(BODY, f"t={now + 3600},v1={v1}", (SECRET,), now=now + 3600) is None
 
 
 def test_signature_covers_every_byte() -> None:

@@ -8,6 +8,7 @@ coalescing of state writes are checked in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -318,3 +319,16 @@ def test_a_forged_envelope_is_dead_lettered_not_classified() -> None:
     genuine = h.event(se.event("charge.succeeded", paid))
     assert [Fact.from_bytes(v).account_id for _, v in sent(genuine, "stripe.facts") if v] == \
         ["acme"]
+
+
+def test_a_dead_letter_logs_no_email(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness()
+    out = Outbox()
+    record = Record("t.stripe.facts", 0, 7, b"acme\x1fann@example.com", b"{}")
+    reason = "ClassifyError: customer cus_1 has ann@example.com twice"
+    with caplog.at_level(logging.WARNING):
+        h.pipeline._dead_letter(record, reason, out)
+    assert "ann@example.com" not in caplog.text
+    assert "ClassifyError" in caplog.text
+    _, _, _, _, headers = out.messages[0]
+    assert ("reason", reason.encode()) in (headers or [])

@@ -4,11 +4,12 @@
 
 Drives `stream.pipeline.Pipeline` in-process, exactly as the runtime does (batches of
 up to 500 records of one partition in, an outbox of messages out, state writes taken
-after each batch), over the throughput benchmark's data and rules: first classification of every raw event, then
-membership of every fact it produced. No Kafka, no asyncio waiting: what is measured is
-our Python (decoding, classification, dedup, rule evaluation, state encoding). The
-stream's throughput cannot exceed 1 / (classify + membership) per worker core, whatever
-the runtime does; comparing the two says how much the runtime and Kafka client cost.
+after each batch), over the throughput benchmark's data and rules: first classification
+of every raw event, then membership of every fact it produced. No Kafka, no asyncio
+waiting: what is measured is our Python (decoding, classification, dedup, rule
+evaluation, state encoding). The stream's throughput cannot exceed 1 / (classify +
+membership) per worker core, whatever the runtime does; comparing the two says how
+much the runtime and Kafka client cost.
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ FULL: dict[str, list[str]] = {
 }
 QUICK: dict[str, list[str]] = {
     "profile": ["--contacts", "5000", "--runs", "1", "--no-peer", "--profile", PROFILE_DIR],
-    "throughput": ["--contacts", "10000", "--accounts", "100", "--rules-per-account", "10",
-                   "--runs", "3", "--guarantee", "at_least_once", "exactly_once"],
+    "throughput": ["--contacts", "2000", "--accounts", "100", "--rules-per-account", "10",
+                   "--runs", "2", "--guarantee", "at_least_once", "exactly_once"],
     "classify": ["--contacts", "10000", "--runs", "3"],
     "logic": ["--contacts", "10000", "--runs", "3"],
     "latency": ["--rates", "1000", "250", "--seconds", "2", "--runs", "3",
@@ -132,7 +132,7 @@ async def delete_bench_topics() -> int:
 
     bootstrap = common.fresh_settings().kafka_bootstrap_servers
     total = 0
-    for prefix in ("bench", "repartition__bench", "changelog__bench"):
+    for prefix in ("bench", "repartition__bench", "changelog__bench"):  # Faust's: bench*
         total += await delete_topics_with_prefix(bootstrap, prefix)
     return total
 

@@ -4,8 +4,11 @@
 
 Reads every partition of the topic from the beginning (no consumer group, no commits)
 and parses each value with orjson, until N records were seen. Prints one JSON line:
-`{"events": N, "seconds": S, "events_per_s": R}`, timed from the first record received
-to the last one parsed, the same span the stream's throughput is timed over.
+`{"events": N, "seconds": S, "events_per_s": R, "last_epoch": T}`: S from the first
+record received to the last one parsed, T the wall time (epoch seconds) of the last one.
+With `--ready-file F` it writes F once its partitions are assigned, so that a harness can
+offer the input only then and time it by its own clock, from the first record offered
+to T (`bench/bench_throughput.py`).
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
-async def consume(bootstrap: str, topic: str, count: int, timeout: float) -> dict[str, float]:
+async def consume(bootstrap: str, topic: str, count: int, timeout: float,
+                  ready_file: str | None = None) -> dict[str, float]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
@@ -30,6 +35,9 @@ async def consume(bootstrap: str, topic: str, count: int, timeout: float) -> dic
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        if ready_file:
+            await asyncio.gather(*(consumer.position(tp) for tp in tps))
+            Path(ready_file).write_text("ready\n")  # noqa: ASYNC240 (before the timing)
         seen = 0
         parsed_bytes = 0
         started = 0.0
@@ -46,9 +54,11 @@ async def consume(bootstrap: str, topic: str, count: int, timeout: float) -> dic
                     parsed_bytes += len(doc)
                     seen += 1
         elapsed = time.perf_counter() - started
+        last_epoch = time.time()
     finally:
         await consumer.stop()
-    return {"events": seen, "seconds": elapsed, "events_per_s": seen / elapsed}
+    return {"events": seen, "seconds": elapsed, "events_per_s": seen / elapsed,
+            "last_epoch": last_epoch}
 
 
 def main() -> None:
@@ -56,9 +66,11 @@ def main() -> None:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--ready-file", default=None)
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092"
-    print(json.dumps(asyncio.run(consume(bootstrap, args.topic, args.count, args.timeout))))
+    print(json.dumps(asyncio.run(consume(bootstrap, args.topic, args.count, args.timeout,
+                                         args.ready_file))))
 
 
 if __name__ == "__main__":

@@ -149,15 +149,15 @@ async def preview(request: web.Request) -> web.Response:
     body = {"account_id": account_id, "rule": rule.to_dict(), "as_of": as_of}
     authorization = request.headers.get("Authorization", "")
     answers = await asyncio.gather(*(
-        fanout.ask(url, "/query/preview", {**body, "partitions": ps}, authorization)
-        for url, ps in by_url.items()))
+        fanout.ask(url, "/query/preview", {**body, "partitions": owned}, authorization)
+        for url, owned in by_url.items()))
     parts: list[Preview] = []
-    for (_, ps), answer in zip(by_url.items(), answers, strict=True):
+    for (_, owned), answer in zip(by_url.items(), answers, strict=True):
         got = (answer or {}).get("partitions") or {}
-        for p in ps:
-            part = got.get(str(p))
+        for partition in owned:
+            part = got.get(str(partition))
             if not isinstance(part, dict):
-                return retry(f"partition {p} is restoring or moving")
+                return retry(f"partition {partition} is restoring or moving")
             parts.append(Preview(int(part["count"]), list(part["sample"])))
     merged = merge(parts)
     return json_response({"count": merged.count, "sample": merged.sample,

@@ -53,7 +53,7 @@ class StreamApp:
             linger_ms=options.linger_ms)
 
     @property
-    def segments_metrics(self) -> StreamMetrics:
+    def metrics(self) -> StreamMetrics:
         return self.pipeline.metrics
 
     def assigned(self) -> set[int]:

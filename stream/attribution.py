@@ -210,7 +210,7 @@ class ChargeJoin:
     """Handles the by-charge records of one partition."""
 
     def __init__(self, tables: JoinTables) -> None:
-        self.t = tables
+        self.tables = tables
 
     def handle(self, key: bytes | None, value: bytes | None, now: int) -> JoinOutcome:
         """Raises `ByChargeDecodeError` for a record that does not follow the format."""
@@ -226,7 +226,7 @@ class ChargeJoin:
         return out
 
     def _payer(self, key: str, record: ByCharge, now: int, out: JoinOutcome) -> None:
-        known = self.t.charges.get(key) or {}
+        known = self.tables.charges.get(key) or {}
         merged = {  # the first payer named stays: the contact the charge's fact went to
             "email": known.get("email") or record.email,
             "amount": known["amount"] if known.get("amount") is not None else record.amount,
@@ -236,8 +236,8 @@ class ChargeJoin:
         if known.get("r"):
             merged["r"] = known["r"]
         if merged != known:
-            self.t.charges[key] = merged
-        for doc in self.t.waiting.pop(key, None) or ():
+            self.tables.charges[key] = merged
+        for doc in self.tables.waiting.pop(key, None) or ():
             out.released += 1
             self._refund(key, _record_from_doc(doc), now, out)
 
@@ -247,11 +247,11 @@ class ChargeJoin:
         if occ.retracts:
             self._retract(key, record, occ, now, out)
             return
-        if already_seen(self.t.seen, record.account_id, occ.fact_id, now, occ.occurred_at):
+        if already_seen(self.tables.seen, record.account_id, occ.fact_id, now, occ.occurred_at):
             out.duplicates += 1
             self._unwait(key, occ.fact_id)
             return
-        payer = self.t.charges.get(key)
+        payer = self.tables.charges.get(key)
         email = (payer or {}).get("email") or next(iter(occ.email_candidates), None) \
             or record.email
         if email is None:
@@ -266,11 +266,11 @@ class ChargeJoin:
         except ValueError:
             out.dropped_no_email += 1
             return
-        remember(self.t.seen, record.account_id, occ, now, fact.email)
+        remember(self.tables.seen, record.account_id, occ, now, fact.email)
         self._unwait(key, occ.fact_id)
-        doc = dict(self.t.charges.get(key) or {"x": now + DEDUP_SECONDS})
+        doc = dict(self.tables.charges.get(key) or {"x": now + DEDUP_SECONDS})
         doc["r"] = [*(doc.get("r") or ()), [occ.fact_id, fact.email, occ.refund_amount]]
-        self.t.charges[key] = doc
+        self.tables.charges[key] = doc
         out.facts.append(fact)
 
     def _retract(self, key: str, record: ByCharge, occ: Occurrence, now: int,
@@ -283,16 +283,16 @@ class ChargeJoin:
         except for their dates."""
         self._unwait(key, occ.fact_id)  # a refund waiting for its payer never counts
         target = occ.fact_id
-        counted = (self.t.charges.get(key) or {}).get("r") or ()
+        counted = (self.tables.charges.get(key) or {}).get("r") or ()
         if not any(entry[0] == target for entry in counted):
             for fact_id, _, amount in counted:
                 if (":refund:" in fact_id and amount == occ.refund_amount
-                        and already_seen(self.t.seen, record.account_id, fact_id, now)):
+                        and already_seen(self.tables.seen, record.account_id, fact_id, now)):
                     target = fact_id
                     break
         if target != occ.fact_id:
-            retract(self.t.seen, record.account_id, occ, now)  # tombstone the refund id
-        email = retract(self.t.seen, record.account_id, replace(occ, fact_id=target), now)
+            retract(self.tables.seen, record.account_id, occ, now)  # tombstone the refund id
+        email = retract(self.tables.seen, record.account_id, replace(occ, fact_id=target), now)
         if email is None:
             out.duplicates += 1
             return
@@ -302,7 +302,7 @@ class ChargeJoin:
     def _wait(self, key: str, record: ByCharge, out: JoinOutcome) -> None:
         occ = record.occurrence
         assert occ is not None
-        waiting = list(self.t.waiting.get(key) or [])
+        waiting = list(self.tables.waiting.get(key) or [])
         if any(doc["occurrence"]["fact_id"] == occ.fact_id for doc in waiting):
             out.duplicates += 1
             return
@@ -310,20 +310,20 @@ class ChargeJoin:
         if len(waiting) > MAX_WAITING_PER_CHARGE:
             out.dropped_no_email += len(waiting) - MAX_WAITING_PER_CHARGE
             waiting = waiting[-MAX_WAITING_PER_CHARGE:]
-        self.t.waiting[key] = waiting
+        self.tables.waiting[key] = waiting
         out.waiting += 1
 
     def _unwait(self, key: str, fact_id: str) -> None:
-        waiting = self.t.waiting.get(key)
+        waiting = self.tables.waiting.get(key)
         if not waiting:
             return
         kept = [doc for doc in waiting if doc["occurrence"]["fact_id"] != fact_id]
         if len(kept) == len(waiting):
             return
         if kept:
-            self.t.waiting[key] = kept
+            self.tables.waiting[key] = kept
         else:
-            del self.t.waiting[key]
+            del self.tables.waiting[key]
 
 
 def _record_to_doc(record: ByCharge) -> dict[str, Any]:

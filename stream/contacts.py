@@ -70,7 +70,7 @@ class ContactResolver:
     """Turns one raw event into the facts it newly announces."""
 
     def __init__(self, tables: ContactTables) -> None:
-        self.t = tables
+        self.tables = tables
 
     def handle(self, raw: RawEvent, now: int) -> Outcome:
         """Raises `stream.classify.ClassifyError` for an event that cannot be understood."""
@@ -93,7 +93,7 @@ class ContactResolver:
     def _known(self, key: str, now: int) -> str | None:
         """The customer's email ("" if it has none), None if unknown or expired; using an
         entry past half its life renews it (one write per half-life at most)."""
-        entry = self.t.customers.get(key)
+        entry = self.tables.customers.get(key)
         if entry is None:
             return None
         if isinstance(entry, str):  # from an earlier version: no expiry yet
@@ -102,17 +102,17 @@ class ContactResolver:
         if expiry <= now:
             return None
         if expiry - now < CUSTOMER_TTL_SECONDS // 2:
-            self.t.customers[key] = [email, now + CUSTOMER_TTL_SECONDS]
+            self.tables.customers[key] = [email, now + CUSTOMER_TTL_SECONDS]
         return str(email)
 
     def _customer_email(self, raw: RawEvent, customer_id: str, email: str | None, now: int,
                         out: Outcome) -> None:
         key = f"{raw.connection_id}:{customer_id}"
         if self._known(key, now) != (email or ""):
-            self.t.customers[key] = [email or "", now + CUSTOMER_TTL_SECONDS]
+            self.tables.customers[key] = [email or "", now + CUSTOMER_TTL_SECONDS]
         if email is None:
             return
-        waiting = self.t.parked.pop(key, None)
+        waiting = self.tables.parked.pop(key, None)
         for doc in waiting or ():
             out.released += 1
             self._emit(raw, occurrence_from_doc(doc), email, now, out)
@@ -144,7 +144,7 @@ class ContactResolver:
             out.dropped_no_email += 1
             return
         key = f"{raw.connection_id}:{occ.customer_id}"
-        waiting = list(self.t.parked.get(key) or [])
+        waiting = list(self.tables.parked.get(key) or [])
         if any(doc["fact_id"] == occ.fact_id for doc in waiting):
             out.duplicates += 1
             return
@@ -152,7 +152,7 @@ class ContactResolver:
         if len(waiting) > MAX_PARKED_PER_CUSTOMER:
             out.dropped_no_email += len(waiting) - MAX_PARKED_PER_CUSTOMER
             waiting = waiting[-MAX_PARKED_PER_CUSTOMER:]
-        self.t.parked[key] = waiting
+        self.tables.parked[key] = waiting
         out.parked += 1
         known = self._known(key, now) is not None  # "" means: known to have no email
         if not known and occ.customer_id not in out.parked_customers:
@@ -164,7 +164,7 @@ class ContactResolver:
             out.by_charge.append(refund_record(raw.account_id, raw.connection_id, occ,
                                                email))
             return
-        if already_seen(self.t.seen, raw.account_id, occ.fact_id, now, occ.occurred_at):
+        if already_seen(self.tables.seen, raw.account_id, occ.fact_id, now, occ.occurred_at):
             out.duplicates += 1
             return
         try:
@@ -172,7 +172,7 @@ class ContactResolver:
         except ValueError:
             out.dropped_no_email += 1
             return
-        remember(self.t.seen, raw.account_id, occ, now, fact.email)
+        remember(self.tables.seen, raw.account_id, occ, now, fact.email)
         out.facts.append(fact)
         if occ.filter == "charge_succeeded" and occ.charge_id is not None:
             out.by_charge.append(payer_record(raw.account_id, raw.connection_id,
@@ -184,7 +184,7 @@ class ContactResolver:
         """A retraction on this partition (a cancellation unscheduled; a refund that
         names no charge): it reaches the contact its fact went to, which the dedup table
         remembers, so it never waits for an email."""
-        email = retract(self.t.seen, raw.account_id, occ, now)
+        email = retract(self.tables.seen, raw.account_id, occ, now)
         if email is None:
             out.duplicates += 1  # nothing held: a retry, or ahead of its fact (tombstone)
             return

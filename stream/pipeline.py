@@ -161,7 +161,7 @@ class Pipeline:
             for record in records:
                 self._attribute(join, record, out)
         elif topic in (self.facts_topic, self.control_topic):
-            ps = self.partitions[partition]
+            partition_state = self.partitions[partition]
             is_fact = topic == self.facts_topic
             for record in records:
                 # Decided before any state is touched: only input errors are bad input.
@@ -172,11 +172,11 @@ class Pipeline:
                     self._dead_letter(record, f"{type(exc).__name__}: {exc}", out)
                     continue
                 if isinstance(decoded, Fact):
-                    self._fact(ps, decoded, out)
+                    self._fact(partition_state, decoded, out)
                 elif isinstance(decoded, ForgetRequest):
-                    self._forget(ps, decoded, out)
+                    self._forget(partition_state, decoded, out)
                 elif decoded is not None:
-                    self._rule(ps, decoded.key, decoded, out)
+                    self._rule(partition_state, decoded.key, decoded, out)
         elif topic == self.rules_topic:
             for record in records:
                 self._fan_out_rule(record, out)
@@ -184,10 +184,10 @@ class Pipeline:
     async def tick(self, partition: int, out: Outbox) -> None:
         now = self.clock()
         self._maybe_sweep(partition, now)
-        ps = self.partitions.get(partition)
-        if ps is not None and self.options.membership:
-            self._timers(ps, now, out)
-            self._sweep_contacts(ps, now)
+        partition_state = self.partitions.get(partition)
+        if partition_state is not None and self.options.membership:
+            self._timers(partition_state, now, out)
+            self._sweep_contacts(partition_state, now)
 
     def state_writes(self, partition: int, out: Outbox) -> None:
         for store in self.states:
@@ -315,55 +315,56 @@ class Pipeline:
                      member_key(change.account_id, change.segment_id, change.email),
                      member_state(change))
 
-    def _save(self, ps: PartitionState, key: str, contact: ContactState) -> None:
-        view = self.contacts.view(ps.partition)
+    def _save(self, partition_state: PartitionState, key: str, contact: ContactState) -> None:
+        view = self.contacts.view(partition_state.partition)
         if contact.empty():  # deleted, with a tombstone on its changelog
             if key in view:
                 del view[key]
                 self.metrics.contacts_deleted.inc()
-            ps.untrack(key, contact.account_id)
+            partition_state.untrack(key, contact.account_id)
             return
         view[key] = contact
-        ps.track(key, contact)
+        partition_state.track(key, contact)
 
-    def _sweep_contacts(self, ps: PartitionState, now: int) -> None:
+    def _sweep_contacts(self, partition_state: PartitionState, now: int) -> None:
         """Prune contacts that get no new fact, a batch per tick, and delete those left
         empty (every fact aged out and no rule needs it, nothing due, no membership).
         Pruning changes no membership (`stream.membership`, "Retention")."""
-        keys, started = self.contact_sweep.get(ps.partition) or ([], 0)
+        keys, started = self.contact_sweep.get(partition_state.partition) or ([], 0)
         if not keys:
             if now - started < SWEEP_SECONDS:
                 return
-            keys, started = list(self.contacts.view(ps.partition)), now
-            self.contact_sweep[ps.partition] = (keys, started)
-        view = self.contacts.view(ps.partition)
+            keys, started = list(self.contacts.view(partition_state.partition)), now
+            self.contact_sweep[partition_state.partition] = (keys, started)
+        view = self.contacts.view(partition_state.partition)
         for _ in range(min(CONTACT_SWEEP_BATCH, len(keys))):
             key = keys.pop()
             contact = view.get(key)
             if contact is None:
                 continue
-            forgotten = prune(contact, now, ps.horizon,
-                              ps.rules_of(contact.account_id, contact.facts))
+            forgotten = prune(contact, now, partition_state.horizon,
+                              partition_state.rules_of(contact.account_id, contact.facts))
             if forgotten:
                 self.metrics.history_forgotten.inc(forgotten)
             if forgotten or contact.empty():
-                self._save(ps, key, contact)
+                self._save(partition_state, key, contact)
 
-    def _fact(self, ps: PartitionState, fact: Fact, out: Outbox) -> None:
+    def _fact(self, partition_state: PartitionState, fact: Fact, out: Outbox) -> None:
         now = self.clock()
-        if too_old(fact, now, ps.horizon):
+        if too_old(fact, now, partition_state.horizon):
             self.metrics.beyond_horizon(fact.filter)
             return
         key = fact.key().decode()
-        view = self.contacts.view(ps.partition)
-        contact = view.get(key) or ContactState(fact.account_id, fact.email, ps.partition)
+        view = self.contacts.view(partition_state.partition)
+        contact = view.get(key) or ContactState(fact.account_id, fact.email,
+                                                partition_state.partition)
         # Housekeeping first; it changes no membership (see stream.membership, Retention).
-        forgotten = prune(contact, now, ps.horizon,
-                          ps.rules_of(contact.account_id, contact.facts))
+        forgotten = prune(contact, now, partition_state.horizon,
+                          partition_state.rules_of(contact.account_id, contact.facts))
         if forgotten:
             self.metrics.history_forgotten.inc(forgotten)
-        rules = ps.rules.for_fact(fact.account_id, fact.filter)
-        times = self.rule_times.view(ps.partition)
+        rules = partition_state.rules.for_fact(fact.account_id, fact.filter)
+        times = self.rule_times.view(partition_state.partition)
         since = {rule.id: times.get(pack_rule_key(rule.account_id, rule.id).decode(), 0)
                  for rule in rules}
         if fact.retracted:
@@ -373,12 +374,12 @@ class Pipeline:
             if capped:
                 self.metrics.history_dropped.inc(capped)
             changes = on_fact(contact, fact, rules, now, since)
-        self._save(ps, key, contact)
+        self._save(partition_state, key, contact)
         self._publish(changes, out)
 
-    def _timers(self, ps: PartitionState, now: int, out: Outbox) -> None:
-        view = self.contacts.view(ps.partition)
-        for key in ps.due_contacts(now):
+    def _timers(self, partition_state: PartitionState, now: int, out: Outbox) -> None:
+        view = self.contacts.view(partition_state.partition)
+        for key in partition_state.due_contacts(now):
             contact = view.get(key)
             if contact is None:
                 continue
@@ -386,13 +387,14 @@ class Pipeline:
             if due is None or due > now:
                 continue  # a stale heap entry: the contact was re-evaluated since
             self.metrics.timer_lag.observe(now - due)
-            changes = on_time(contact, ps.rules_of(contact.account_id, contact.facts), now)
-            self._save(ps, key, contact)
+            rules = partition_state.rules_of(contact.account_id, contact.facts)
+            changes = on_time(contact, rules, now)
+            self._save(partition_state, key, contact)
             self._publish(changes, out)
 
-    def _forget(self, ps: PartitionState, request: ForgetRequest, out: Outbox) -> None:
+    def _forget(self, partition_state: PartitionState, request: ForgetRequest, out: Outbox) -> None:
         """Erase one person from this partition (stream.erasure), in its transaction."""
-        p = ps.partition
+        p = partition_state.partition
         removed = erase_classify_state(request, self.customers.view(p), self.parked.view(p),
                                        self.charges.view(p))
         key = contact_key(request.account_id, request.email).decode()
@@ -406,12 +408,12 @@ class Pipeline:
                                             iso(now))
                            for segment_id, version in sorted(contact.members.items())], out)
             del view[key]
-            ps.untrack(key, contact.account_id)
+            partition_state.untrack(key, contact.account_id)
             removed += 1
         log.info("partition %d: erased a contact of %s (%d entries)", p,
                  request.account_id, removed)
 
-    def _rule(self, ps: PartitionState, rule_key: str, change: RuleChange,
+    def _rule(self, partition_state: PartitionState, rule_key: str, change: RuleChange,
               out: Outbox) -> None:
         """A rule change, decoded and validated (`stream.inputs.decode_control`)."""
         account_id, rule_id = change.account_id, change.rule_id
@@ -419,30 +421,30 @@ class Pipeline:
         at = now if change.at is None else change.at
         new = change.rule
         version = new.version if new is not None else None
-        rules = self.partition_rules.view(ps.partition)
+        rules = self.partition_rules.view(partition_state.partition)
         if new is not None and change.raw is not None:
-            old = ps.add_rule(new)
+            old = partition_state.add_rule(new)
             rules[rule_key] = change.raw  # kept per partition: exact size
-            self.rule_times.view(ps.partition)[rule_key] = at
+            self.rule_times.view(partition_state.partition)[rule_key] = at
         else:
-            self.rule_times.view(ps.partition).pop(rule_key, None)
-            old = ps.remove_rule(account_id, rule_id)
+            self.rule_times.view(partition_state.partition).pop(rule_key, None)
+            old = partition_state.remove_rule(account_id, rule_id)
             rules.pop(rule_key, None)
-        view = self.contacts.view(ps.partition)
-        for key in sorted(ps.contacts_by_account.get(account_id, ())):
+        view = self.contacts.view(partition_state.partition)
+        for key in sorted(partition_state.contacts_by_account.get(account_id, ())):
             contact = view.get(key)
             if contact is None:
                 continue
             before = (dict(contact.members), dict(contact.due))
             changes = on_rule(contact, old, new, now, at)
             if (contact.members, contact.due) != before:
-                self._save(ps, key, contact)
+                self._save(partition_state, key, contact)
             self._publish(changes, out)
             if new is not None and not changes:
                 self._restate(contact, new.id, before[0].get(new.id), at, out)
         # This partition has computed the rule from its history: say so, in the same
         # transaction as the changes above (the segment's `status`, stream.status).
-        marker = StatusMarker(account_id, rule_id, ps.partition, version, iso(now))
+        marker = StatusMarker(account_id, rule_id, partition_state.partition, version, iso(now))
         out.send(self.status_topic, marker.key(), marker.to_bytes(), 0)
 
     def _restate(self, contact: ContactState, segment_id: str, was: int | None, at: int,

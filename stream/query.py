@@ -37,11 +37,11 @@ class Preview:
         return {"count": self.count, "sample": self.sample}
 
 
-def preview(ps: PartitionState, contacts: Mapping[str, ContactState], rule: Rule,
+def preview(partition_state: PartitionState, contacts: Mapping[str, ContactState], rule: Rule,
             as_of: int, sample_size: int = SAMPLE_SIZE) -> Preview:
     """Members `rule` would have on this partition if it were saved at `as_of`."""
     members: list[str] = []
-    for key in ps.contacts_by_account.get(rule.account_id, ()):
+    for key in partition_state.contacts_by_account.get(rule.account_id, ()):
         contact = contacts.get(key)
         if contact is None:
             continue

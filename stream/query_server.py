@@ -194,8 +194,9 @@ class QueryServer:
             if not isinstance(p, int) or not self.ready(p):
                 answers[str(p)] = None  # retry: not here, or not yet
                 continue
-            ps = pipeline.partitions[p]
-            answers[str(p)] = preview(ps, pipeline.contacts.view(p), rule, doc["as_of"],
+            partition_state = pipeline.partitions[p]
+            answers[str(p)] = preview(partition_state, pipeline.contacts.view(p), rule,
+                                      doc["as_of"],
                                       sample_size).to_dict()
         return json_response({"partitions": answers})
 

@@ -150,7 +150,7 @@ class _Task:
                 await self.committing
 
     async def _run(self) -> None:
-        rt = self.runtime
+        runtime = self.runtime
         try:
             while not self.stopping:
                 item = await self._next(self._wait_seconds())
@@ -164,10 +164,10 @@ class _Task:
                     item = self.queue.get_nowait()
                 self._maybe_resume()
                 now = time.monotonic()
-                if now - self.last_tick >= rt.tick_interval:
+                if now - self.last_tick >= runtime.tick_interval:
                     self.last_tick = now
-                    await rt.handler.tick(self.partition, out)
-                rt.handler.state_writes(self.partition, out)
+                    await runtime.handler.tick(self.partition, out)
+                runtime.handler.state_writes(self.partition, out)
                 await self._send(out)
                 if self._commit_due():
                     await self._commit()
@@ -179,15 +179,15 @@ class _Task:
                 raise
         except Exception as exc:
             log.exception("partition %d failed", self.partition)
-            rt.fail(exc)
+            runtime.fail(exc)
         finally:
             self.busy = False
 
     def _wait_seconds(self) -> float:
-        rt = self.runtime
-        waits = [rt.tick_interval - (time.monotonic() - self.last_tick)]
+        runtime = self.runtime
+        waits = [runtime.tick_interval - (time.monotonic() - self.last_tick)]
         if self.txn_started is not None:
-            waits.append(rt.commit_interval - (time.monotonic() - self.txn_started))
+            waits.append(runtime.commit_interval - (time.monotonic() - self.txn_started))
         return max(0.0, min(waits))
 
     async def _next(self, timeout: float) -> tuple[Any, list[Any], int] | None:
@@ -224,12 +224,12 @@ class _Task:
         future, partitioner and metadata look-up) cost more than the processing."""
         if not out.messages:
             return
-        rt, producer = self.runtime, self.producer
+        counts, producer = self.runtime.partition_counts, self.producer
         by_tp: dict[tuple[str, int], list[Any]] = {}
         for message in out.messages:
             topic, key, _, partition, _ = message
             if partition is None:
-                count = rt.partition_counts.get(topic) or await rt.partition_count(topic, producer)
+                count = counts.get(topic) or await self.runtime.partition_count(topic, producer)
                 partition = (random.randrange(count) if key is None
                              else partition_for(key, count))
             by_tp.setdefault((topic, partition), []).append(message)
@@ -261,15 +261,15 @@ class _Task:
         producer's next transaction cannot start earlier). At-least-once: the
         acknowledgements and the offset commit run in the background, one after the
         other in order, so processing never waits for a round trip."""
-        rt = self.runtime
-        if self.txn_started is not None and rt.exactly_once:
+        runtime = self.runtime
+        if self.txn_started is not None and runtime.exactly_once:
             pending, offsets = self.pending, dict(self.uncommitted)
             self.pending, self.uncommitted = [], {}
             self.txn_started = None
             if pending:
                 await asyncio.gather(*pending)
             if offsets:
-                await self.producer.send_offsets_to_transaction(offsets, rt.group_id)
+                await self.producer.send_offsets_to_transaction(offsets, runtime.group_id)
             await self.producer.commit_transaction()
             await self.producer.begin_transaction()
         elif self.txn_started is not None:
@@ -278,7 +278,7 @@ class _Task:
             # (each commit is a write to __consumer_offsets on the broker).
             pending, self.pending = self.pending, []
             offsets = {}
-            if final or time.monotonic() - self.txn_started >= rt.commit_interval:
+            if final or time.monotonic() - self.txn_started >= runtime.commit_interval:
                 offsets, self.uncommitted = dict(self.uncommitted), {}
                 self.txn_started = None
             if pending or offsets:

@@ -120,7 +120,7 @@ def metrics_app(app: Any, settings: Settings) -> Any:
     from segments.lag import ConsumerLagCollector
     from stream.app import source_topics
 
-    registry = app.segments_metrics.registry
+    registry = app.metrics.registry
     registry.register(ConsumerLagCollector(settings, app.group_id,
                                            source_topics(settings)))
 

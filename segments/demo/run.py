@@ -125,7 +125,7 @@ class Demo:
             self.connection_id = await self._connect(session, admin_url, api_key, secret)
             monitor = Monitor(session, api_url=api_url, connector_url=admin_url,
                               connection_id=self.connection_id, account_id=self.account,
-                              worker_registry=worker.segments_metrics.registry,
+                              worker_registry=worker.metrics.registry,
                               kafka_settings=self.settings,
                               group=worker.group_id, topics=source_topics(self.settings))
             monitor.start()

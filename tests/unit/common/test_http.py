@@ -147,13 +147,13 @@ def test_every_server_app_is_hardened() -> None:
     settings = Settings(secret_key=TEST_SECRET_KEY, auth_secret=TEST_AUTH_SECRET)
     public = create_app(settings, start_backfill=False)
     admin = create_admin_app(public, TokenVerifier(secret=TEST_AUTH_SECRET))
-    metrics = ServingMetrics()
-    api = build_app(None, Namespace(""), metrics, Feed(None, "c", metrics),
+    serving_metrics = ServingMetrics()
+    api = build_app(None, Namespace(""), serving_metrics, Feed(None, "c", serving_metrics),
                     TokenVerifier(secret=TEST_AUTH_SECRET), settings=settings,
                     status=StatusTable(settings))
 
     class Worker:
-        segments_metrics = metrics
+        metrics = serving_metrics
         group_id = "g"
 
     worker = metrics_app(Worker(), settings)

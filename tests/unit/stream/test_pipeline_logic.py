@@ -210,29 +210,30 @@ def rule_doc(rule_id: str, days: int | None = None) -> bytes:
 
 
 def test_horizon_grows_with_added_rules_and_shrinks_on_removal() -> None:
-    ps = PartitionState(0)
-    assert ps.horizon == HISTORY_FLOOR
-    ps.add_rule(parse_rule(orjson.loads(rule_doc("long", 90))))
-    assert ps.horizon == 93 * DAY
-    ps.add_rule(parse_rule(orjson.loads(rule_doc("short", 7))))
-    assert ps.horizon == 93 * DAY
-    ps.add_rule(parse_rule(orjson.loads(rule_doc("long", 40))))  # a new version, shorter
-    assert ps.horizon == 43 * DAY
-    ps.remove_rule("acme", "long")
-    assert ps.horizon == HISTORY_FLOOR
+    partition_state = PartitionState(0)
+    assert partition_state.horizon == HISTORY_FLOOR
+    partition_state.add_rule(parse_rule(orjson.loads(rule_doc("long", 90))))
+    assert partition_state.horizon == 93 * DAY
+    partition_state.add_rule(parse_rule(orjson.loads(rule_doc("short", 7))))
+    assert partition_state.horizon == 93 * DAY
+    # A new version, shorter:
+    partition_state.add_rule(parse_rule(orjson.loads(rule_doc("long", 40))))
+    assert partition_state.horizon == 43 * DAY
+    partition_state.remove_rule("acme", "long")
+    assert partition_state.horizon == HISTORY_FLOOR
 
 
 def test_a_timer_is_scheduled_once_per_due_instant() -> None:
-    ps = PartitionState(0)
+    partition_state = PartitionState(0)
     contact = ContactState("acme", "ann@example.com", 0, due={"vip": 100})
     for _ in range(5):
-        ps.track("k", contact)
-    assert len(ps.timers) == 1
+        partition_state.track("k", contact)
+    assert len(partition_state.timers) == 1
     contact.due["vip"] = 50
-    ps.track("k", contact)
-    assert ps.due_contacts(49) == []
-    assert ps.due_contacts(100) == ["k"]
-    assert ps.timers == []
+    partition_state.track("k", contact)
+    assert partition_state.due_contacts(49) == []
+    assert partition_state.due_contacts(100) == ["k"]
+    assert partition_state.timers == []
 
 
 # -- retention: what rules need stays, housekeeping changes no membership ----------------

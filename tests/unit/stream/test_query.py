@@ -34,14 +34,14 @@ def rule_of(conditions: list[dict[str, Any]], account: str = "acme") -> Any:
 
 
 def partition(facts: list[Fact]) -> tuple[PartitionState, dict[str, ContactState]]:
-    ps = PartitionState(0)
+    partition_state = PartitionState(0)
     contacts: dict[str, ContactState] = {}
     for f in facts:
         key = f.key().decode()
         contact = contacts.setdefault(key, ContactState(f.account_id, f.email, 0))
         hold(contact, f, [], NOW)
-        ps.track(key, contact)
-    return ps, contacts
+        partition_state.track(key, contact)
+    return partition_state, contacts
 
 
 facts_strategy = st.lists(
@@ -63,9 +63,9 @@ conditions_strategy = st.lists(st.sampled_from([
 @given(facts=facts_strategy, conditions=conditions_strategy)
 def test_preview_counts_what_saving_the_rule_produces(facts: list[Fact],
                                                       conditions: list[dict[str, Any]]) -> None:
-    ps, contacts = partition(facts)
+    partition_state, contacts = partition(facts)
     rule = rule_of(conditions)
-    got = preview(ps, contacts, rule, NOW, sample_size=5)
+    got = preview(partition_state, contacts, rule, NOW, sample_size=5)
     joined = sorted(change.email for contact in contacts.values()
                     for change in on_rule(contact, None, rule, NOW))
     assert got.count == len(joined)

@@ -1,6 +1,6 @@
 """The benchmark's data: accounts, contacts with 30-day Stripe histories, and rules.
 
-Events come from `Feed` (a frozen copy of the first `segments.demo.feed` generator, so
+Events come from `BenchActivity` (a frozen copy of the first `segments.demo.feed` generator, so
 the benchmark's data does not move with the demo: Stripe-shaped charges, refunds and
 subscriptions spread over the last 30 days, one story per contact), wrapped in the
 raw-event envelope exactly as the connector writes them. Contacts are spread evenly
@@ -28,7 +28,7 @@ CURRENCIES = (("usd", 1), ("eur", 1), ("jpy", 100))
 PLANS = demo_feed.PLANS
 
 
-class Feed(demo_feed.Feed):
+class BenchActivity(demo_feed.DemoActivity):
     """The demo feed's Stripe object builders, with the benchmark's own customer story."""
 
     def customer_story(self, n: int) -> Iterator[dict[str, Any]]:
@@ -149,7 +149,7 @@ def events(contacts: int, accounts: int, now: int, seed: int = 7,
     types stays), with the customer expanded on subscription events, as the email is
     then on the event itself rather than on an earlier `customer.created`.
     """
-    feed = Feed(seed, now)
+    feed = BenchActivity(seed, now)
     messages: list[Message] = []
     for n in range(contacts):
         account = account_name(account_offset + n % accounts)

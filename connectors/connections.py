@@ -58,7 +58,7 @@ FIELDS = frozenset({"account_id", "api_key", "webhook_secret"})
 STORE_UNAVAILABLE = "connection store unavailable (Kafka); retry later"
 
 
-class FieldError(ConnectorError, ValueError):
+class ConnectRequestError(ConnectorError, ValueError):
     def __init__(self, field: str | None, reason: str) -> None:
         super().__init__(reason)
         self.field = field
@@ -78,36 +78,36 @@ class ConnectRequest:
 def _secret_field(doc: dict[str, Any], name: str, prefixes: tuple[str, ...], hint: str) -> str:
     value = doc.get(name)
     if not isinstance(value, str) or not value:
-        raise FieldError(name, "required, a non-empty string")
+        raise ConnectRequestError(name, "required, a non-empty string")
     if len(value) > 256 or any(c.isspace() for c in value):
-        raise FieldError(name, "must be a single token of at most 256 characters")
+        raise ConnectRequestError(name, "must be a single token of at most 256 characters")
     if not value.startswith(prefixes):
-        raise FieldError(name, hint)
+        raise ConnectRequestError(name, hint)
     return value
 
 
 def parse_connect_request(body: bytes) -> ConnectRequest:
-    """Validate the body of `POST /connections`; raises FieldError naming the field."""
+    """Validate the body of `POST /connections`; raises ConnectRequestError naming the field."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise FieldError(None, "body must be a JSON object") from None
+        raise ConnectRequestError(None, "body must be a JSON object") from None
     if not isinstance(doc, dict):
-        raise FieldError(None, "body must be a JSON object")
+        raise ConnectRequestError(None, "body must be a JSON object")
     unknown = sorted(set(doc) - FIELDS)
     if unknown:
-        raise FieldError(unknown[0], "unknown field")
+        raise ConnectRequestError(unknown[0], "unknown field")
     account_id = doc.get("account_id")
     if not isinstance(account_id, str) or not valid_id(account_id):
-        raise FieldError("account_id", f"required: {ID_RULE}")
+        raise ConnectRequestError("account_id", f"required: {ID_RULE}")
     if account_id.startswith(SECRET_PREFIXES):
         # A key pasted into the wrong field would otherwise be stored, logged and put on
         # every topic in clear, as the account id.
-        raise FieldError("account_id", "looks like a Stripe key or webhook secret; "
+        raise ConnectRequestError("account_id", "looks like a Stripe key or webhook secret; "
                                        "account_id is the Center account's id")
     api_key = doc.get("api_key")
     if isinstance(api_key, str) and api_key.startswith("pk_"):
-        raise FieldError("api_key", "a publishable key cannot read account data; paste a "
+        raise ConnectRequestError("api_key", "a publishable key cannot read account data; paste a "
                                     "secret (sk_) or restricted (rk_) key")
     key = _secret_field(doc, "api_key", KEY_PREFIXES,
                         "must be a Stripe secret (sk_test_/sk_live_) or restricted "
@@ -172,7 +172,7 @@ class ConnectionsApi:
             return _error(413, None, "request body too large")
         try:
             req = parse_connect_request(body)
-        except FieldError as exc:
+        except ConnectRequestError as exc:
             request[LOG_FIELDS] = {"invalid_field": exc.field}
             return _error(400, exc.field, exc.reason)
         if not principal(request).may(req.account_id):

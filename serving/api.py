@@ -28,7 +28,7 @@ from common.auth import principal
 from common.emails import normalize_email
 from common.http import Handler, json_response, log_request, route_of
 from common.ids import ID_RULE, valid_id
-from serving.change_feed import Feed
+from serving.change_feed import ChangeFeed
 from serving.erasure import ForgetSent
 from serving.errors import ServingError
 from serving.metrics import CONTENT_TYPE_LATEST, ServingMetrics
@@ -42,7 +42,7 @@ MAX_LIMIT = 1000
 
 READER = web.AppKey("reader", ReadModelReader)
 METRICS = web.AppKey("metrics", ServingMetrics)
-FEED = web.AppKey("feed", Feed)
+FEED = web.AppKey("feed", ChangeFeed)
 REDIS: web.AppKey[Any] = web.AppKey("redis")
 STATUS = web.AppKey("status", StatusTable)
 #: (account_id, email) -> the erasure requested (`serving.erasure.forget`).

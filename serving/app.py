@@ -16,7 +16,7 @@ from common.http import application, expect_handler
 from common.settings import Settings
 from serving import api, interactive, openapi, rules_api
 from serving import web as page
-from serving.change_feed import Feed
+from serving.change_feed import ChangeFeed
 from serving.erasure import ForgetSent
 from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
@@ -29,7 +29,7 @@ Eraser = Callable[[str, str], Awaitable[ForgetSent]]
 OPEN_ROUTES = ("/healthz", "/metrics", "/", "/static/{name}")
 
 
-def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: Feed,
+def build_app(redis: Any, ns: Namespace, metrics_: ServingMetrics, feed: ChangeFeed,
               verifier: TokenVerifier, *, settings: Settings,
               status: StatusTable, erase: Eraser | None = None) -> web.Application:
     """The query API over the read model in `redis` (keys of `ns`), and its web page;

@@ -125,7 +125,7 @@ class Subscription:
         return None if self._closed else []
 
 
-class Feed:
+class ChangeFeed:
     """Subscribes to the feed channel and hands each event to every open stream."""
 
     def __init__(

@@ -28,7 +28,7 @@ from common.redis_client import redis_client
 from common.settings import Settings
 from common.topics import MEMBERSHIP_TOPIC, RULES_TOPIC, STATUS_TOPIC, TOPICS, ensure_topics
 from serving.app import build_app
-from serving.change_feed import MAX_SUBSCRIBERS, Feed
+from serving.change_feed import MAX_SUBSCRIBERS, ChangeFeed
 from serving.erasure import forget
 from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
@@ -69,7 +69,7 @@ class ApiProcess:
         self.redis = connect_redis(settings)
         self.metrics = ServingMetrics()
         self.ns = Namespace(settings.topic_prefix)
-        self.feed = Feed(self.redis, self.ns.feed, self.metrics,
+        self.feed = ChangeFeed(self.redis, self.ns.feed, self.metrics,
                          max_subscribers=feed_max_subscribers(os.environ))
         self.agent = ReadModelAgent(settings, self.redis, self.metrics) if read_model else None
         self.status = StatusTable(settings)

@@ -25,7 +25,7 @@ from aiohttp import web
 from common.auth import principal
 from common.http import expect_handler, json_response
 from serving.api import FEED, ApiError, account_param
-from serving.change_feed import Event, Feed, FeedFull, Subscription
+from serving.change_feed import ChangeFeed, Event, FeedFull, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         return answer
 
 
-async def _stream(request: web.Request, feed: Feed, subscription: Subscription,
+async def _stream(request: web.Request, feed: ChangeFeed, subscription: Subscription,
                   ) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
@@ -118,7 +118,7 @@ async def _stream(request: web.Request, feed: Feed, subscription: Subscription,
             if not batch:
                 await write(b": keep-alive\n\n")
                 continue
-            # Only the stream's accounts were queued (`Feed.dispatch`).
+            # Only the stream's accounts were queued (`ChangeFeed.dispatch`).
             await write(b"".join(sse_message(e) for e in batch))
     except ConnectionResetError:  # the browser went away
         pass

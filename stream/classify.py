@@ -81,7 +81,7 @@ __all__ = [
     "customer_email_update",
 ]
 
-Handler = Callable[[StripeEvent], list[Occurrence]]
+Classifier = Callable[[StripeEvent], list[Occurrence]]
 
 
 def _nothing(ev: StripeEvent) -> list[Occurrence]:
@@ -90,7 +90,7 @@ def _nothing(ev: StripeEvent) -> list[Occurrence]:
 
 
 #: type → (kind of `data.object`, handler)
-_RULES: dict[str, tuple[str, Handler]] = {
+_RULES: dict[str, tuple[str, Classifier]] = {
     "charge.succeeded": ("charge", pay.charge_succeeded),
     "charge.captured": ("charge", pay.charge_succeeded),
     "charge.failed": ("charge", pay.charge_failed),

@@ -77,7 +77,7 @@ class Outbox:
         self.messages.append((topic, key, value, partition, headers))
 
 
-class Handler(Protocol):
+class Processor(Protocol):
     """The pipeline the runtime drives (see `stream.pipeline`)."""
 
     topics: Sequence[str]
@@ -336,7 +336,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class StreamRuntime:
-    def __init__(self, *, settings: Settings, group_id: str, handler: Handler,
+    def __init__(self, *, settings: Settings, group_id: str, handler: Processor,
                  exactly_once: bool = True, commit_interval: float = 0.1,
                  tick_interval: float = 1.0, linger_ms: int = 0,
                  session_timeout_ms: int = 10_000) -> None:

@@ -55,7 +55,7 @@ def untidy(email: str, rand: random.Random) -> str:
     return email
 
 
-class Feed:
+class DemoActivity:
     def __init__(self, seed: int, now: int) -> None:
         self.rand = random.Random(seed)
         self.now = now

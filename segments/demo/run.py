@@ -23,7 +23,7 @@ import aiohttp
 from common.auth import mint_token, resolve_signing_secret
 from common.settings import Settings
 from common.topics import ensure_topics
-from segments.demo.feed import DAY, DEMO_RULES, RULE_EDIT, Feed
+from segments.demo.feed import DAY, DEMO_RULES, RULE_EDIT, DemoActivity
 from segments.demo.services import DemoServices
 from segments.demo.stripe_history import seed_account
 from segments.demo.terminal import install_interrupt, new_credentials, relative, terminal_width
@@ -162,7 +162,7 @@ class Demo:
 
     async def _feed(self, sender: WebhookSender) -> None:
         now = int(time.time())
-        feed = Feed(self.args.seed, now)
+        feed = DemoActivity(self.args.seed, now)
         leaving = [5 + 3 * k for k in range(4)]  # seconds until each leaves its window
         self.last_expiry = now + max(leaving) + 1
         stories = [feed.expiring_failure(EXPIRING + k, s) for k, s in enumerate(leaving)]

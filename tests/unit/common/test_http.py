@@ -23,7 +23,7 @@ from common.settings import Settings
 from connectors.server import create_admin_app, create_app
 from segments.commands.worker import metrics_app
 from serving.app import build_app
-from serving.change_feed import Feed
+from serving.change_feed import ChangeFeed
 from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
 from serving.status_table import StatusTable
@@ -148,7 +148,7 @@ def test_every_server_app_is_hardened() -> None:
     public = create_app(settings, start_backfill=False)
     admin = create_admin_app(public, TokenVerifier(secret=TEST_AUTH_SECRET))
     serving_metrics = ServingMetrics()
-    api = build_app(None, Namespace(""), serving_metrics, Feed(None, "c", serving_metrics),
+    api = build_app(None, Namespace(""), serving_metrics, ChangeFeed(None, "c", serving_metrics),
                     TokenVerifier(secret=TEST_AUTH_SECRET), settings=settings,
                     status=StatusTable(settings))
 

@@ -7,7 +7,7 @@ import pytest
 
 from common.ids import valid_id
 from common.keys import KEY_SEPARATOR
-from connectors.connections import FieldError, parse_connect_request
+from connectors.connections import ConnectRequestError, parse_connect_request
 from rules import RuleError, parse_rule
 from serving.api import ApiError, id_param
 from serving.read_model import RecordError, write_from_rule_record
@@ -23,7 +23,7 @@ BAD = ["", "acme:eu", "ann@acme", "a b", "a/b", f"a{KEY_SEPARATOR}b", "a" * 129,
 def _connect(account_id: str) -> bool:
     try:
         parse_connect_request(orjson.dumps({"account_id": account_id, "api_key": KEY}))
-    except FieldError as exc:
+    except ConnectRequestError as exc:
         return exc.field != "account_id"  # refused, for this field only
     return True
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from common.stripe_event_types import NEEDED_EVENT_TYPES, STRIPE_TYPES_LIMIT
-from connectors.connections import FieldError, parse_connect_request
+from connectors.connections import ConnectRequestError, parse_connect_request
 from connectors.webhooks import check_signature, parse_event
 from tests.stripe_signing import sign
 
@@ -114,7 +114,7 @@ KEY = "sk_test_0123456789abcdef"
 def test_connect_request_errors_name_the_field_never_the_value(
     body: bytes, field: str | None
 ) -> None:
-    with pytest.raises(FieldError) as caught:
+    with pytest.raises(ConnectRequestError) as caught:
         parse_connect_request(body)
     assert caught.value.field == field
     assert caught.value.reason

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from rules import parse_rule
-from segments.demo.feed import DAY, DEMO_RULES, RULE_EDIT, Feed
+from segments.demo.feed import DAY, DEMO_RULES, RULE_EDIT, DemoActivity
 from segments.demo.view import Snapshot, render_line, render_screen
 from stream.classify import classify
 
@@ -29,7 +29,7 @@ def test_rules_parse_and_cover_every_filter_and_condition() -> None:
 
 def test_every_event_classifies_is_in_the_past_and_feeds_every_filter() -> None:
     now = int(time.time())
-    feed = Feed(7, now)
+    feed = DemoActivity(7, now)
     events = [e for n in range(150)
               for e in feed.story(n, start=now - feed.rand.randint(8, 29) * DAY, spread=DAY)]
     events += feed.expiring_failure(10_000, 5)
@@ -48,7 +48,7 @@ def test_every_event_classifies_is_in_the_past_and_feeds_every_filter() -> None:
 
 def test_expiring_failure_leaves_its_window_on_time() -> None:
     now = int(time.time())
-    created, failed = Feed(1, now).expiring_failure(1, 12)
+    created, failed = DemoActivity(1, now).expiring_failure(1, 12)
     assert created["type"] == "customer.created"
     assert failed["type"] == "charge.failed"
     assert failed["created"] == now - 30 * DAY + 12

@@ -15,7 +15,7 @@ from common.auth import TokenVerifier
 from common.http import runner
 from common.settings import Settings
 from serving.app import build_app
-from serving.change_feed import Feed, FeedFull
+from serving.change_feed import ChangeFeed, FeedFull
 from serving.metrics import ServingMetrics
 from serving.read_model import Namespace
 from serving.status_table import StatusTable
@@ -24,7 +24,7 @@ from tests.tokens import TEST_AUTH_SECRET, bearer, token
 pytestmark = pytest.mark.unit
 
 
-async def _serve(feed: Feed, metrics: ServingMetrics) -> tuple[web.AppRunner, int]:
+async def _serve(feed: ChangeFeed, metrics: ServingMetrics) -> tuple[web.AppRunner, int]:
     app = build_app(None, Namespace(""), metrics, feed, TokenVerifier(secret=TEST_AUTH_SECRET),
                     settings=Settings(), status=StatusTable(Settings()))
     run = runner(app, shutdown_timeout=1.0)
@@ -41,7 +41,7 @@ async def session() -> AsyncIterator[ClientSession]:
 
 def test_subscribe_refuses_past_the_cap() -> None:
     metrics = ServingMetrics()
-    feed = Feed(None, "c", metrics, max_subscribers=2)
+    feed = ChangeFeed(None, "c", metrics, max_subscribers=2)
     with feed.subscribe(), feed.subscribe(), pytest.raises(FeedFull), feed.subscribe():
         pass
     with feed.subscribe():  # slots come back when streams close
@@ -50,7 +50,7 @@ def test_subscribe_refuses_past_the_cap() -> None:
 
 async def test_the_cap_answers_503_with_retry_after(session: ClientSession) -> None:
     metrics = ServingMetrics()
-    feed = Feed(None, "c", metrics, max_subscribers=1)
+    feed = ChangeFeed(None, "c", metrics, max_subscribers=1)
     run, port = await _serve(feed, metrics)
     url = f"http://127.0.0.1:{port}/events"
     try:
@@ -70,7 +70,7 @@ async def test_a_client_that_stops_reading_is_dropped_not_buffered() -> None:
     """The queue is made large enough never to overflow: what drops the stream is the
     write that the client does not take within the write timeout."""
     metrics = ServingMetrics()
-    feed = Feed(None, "c", metrics, queue_limit=1_000_000, write_timeout=0.5)
+    feed = ChangeFeed(None, "c", metrics, queue_limit=1_000_000, write_timeout=0.5)
     run, port = await _serve(feed, metrics)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

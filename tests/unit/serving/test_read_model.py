@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from serving.api import ApiError, account_param, cursor_param, id_param, limit_param
-from serving.change_feed import Feed, Subscription, change_event, rule_event
+from serving.change_feed import ChangeFeed, Subscription, change_event, rule_event
 from serving.metrics import ServingMetrics
 from serving.read_model import (
     APPLY_MEMBER,
@@ -175,7 +175,7 @@ async def test_subscription_overflow_closes_it() -> None:
 
 async def test_feed_fans_out_and_drops_slow_streams() -> None:
     metrics = ServingMetrics()
-    feed = Feed(redis=None, channel="c", metrics=metrics, queue_limit=3)
+    feed = ChangeFeed(redis=None, channel="c", metrics=metrics, queue_limit=3)
     with feed.subscribe() as fast, feed.subscribe() as slow:
         feed.dispatch(orjson.dumps([{"n": 1}, {"n": 2}]))
         assert await fast.next_events(1) == [{"n": 1}, {"n": 2}]

@@ -138,7 +138,11 @@ async def test_killed_and_restarted_the_example_ends_with_the_members_picture(
     expected = _picture_of(members)
     assert expected["acme"]["payers"]
     assert expected["acme"]["big"]
-    assert doc["picture"] == expected
+    # Membership, `since` and `fact_id` as on the compacted topic; `rule_version` there is
+    # the version a member qualifies under now (restated on rule edits that keep it,
+    # without a change on segments.membership: docs/consumers.md), so it is compared
+    # with the change log below.
+    assert _versionless(doc["picture"]) == _versionless(expected)
 
     # The whole change log leads to the same picture (each change carries the state).
     replayed: dict[tuple[str, str, str], dict[str, Any] | None] = {}
@@ -147,7 +151,7 @@ async def test_killed_and_restarted_the_example_ends_with_the_members_picture(
         replayed[(c["account_id"], c["segment_id"], c["email"])] = None if \
             c["change"] == "left" else {"since": c["at"], "fact_id": c["fact_id"],
                                         "rule_version": c["rule_version"]}
-    assert {k: v for k, v in replayed.items() if v is not None} == {
+    assert {k: v for k, v in replayed.items() if v is not None} == {  # versions too
         (a, s, e): st for a, segs in doc["picture"].items() for s, ms in segs.items()
         for e, st in ms.items()}
     assert any(json.loads(r.value)["change"] == "left" for r in changes)
@@ -158,3 +162,10 @@ async def test_killed_and_restarted_the_example_ends_with_the_members_picture(
     for p in range(settings.partitions):  # and it read every partition to its end
         last = max((r.offset for r in changes if r.partition == p), default=-1)
         assert doc["offsets"][str(p)] >= max(last + 1, doc["bootstrapped_at"][str(p)])
+
+
+def _versionless(picture: dict[str, Any]) -> dict[str, Any]:
+    return {account: {segment: {email: {k: v for k, v in state.items() if k != "rule_version"}
+                                for email, state in members.items()}
+                      for segment, members in segments.items()}
+            for account, segments in picture.items()}

@@ -26,7 +26,7 @@ def change(account: str, segment: str, email: str, kind: str = "joined", cause: 
            at: str = "2026-11-26T23:00:00Z", version: int = 1) -> MembershipChange:
     fact_id = f"re_{uuid.uuid4().hex[:8]}" if cause == "fact" else None
     return MembershipChange(account, segment, email, kind, at, cause, fact_id,  # type: ignore[arg-type]
-                            version)
+                            version, at)
 
 
 def rule_doc(account: str, segment: str, name: str = "", filter_: str = "refunded",

@@ -21,7 +21,7 @@ from tests.reliability.topics import read_topic
 pytestmark = pytest.mark.integration
 
 CHANGE = MembershipChange("acme", "vip", "ann@example.com", "joined", "2026-11-26T23:00:00Z",
-                          "fact", "ch_1:succeeded", 1)
+                          "fact", "ch_1:succeeded", 1, "2026-11-26T23:00:02Z")
 
 
 async def _produce(settings: Settings, topic: str, key: bytes, value: bytes | None) -> None:

@@ -66,6 +66,7 @@ understood; the stream dead-letters it with `str(error)`. Unused types yield [].
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from stream import classify_payments as pay
 from stream import classify_subscriptions as subs
@@ -145,13 +146,40 @@ def _parse(event: JsonObj, kind: str) -> StripeEvent:
     )
 
 
-def classify(event: object) -> list[Occurrence]:
-    """The occurrences one Stripe event announces; [] for types the engine ignores.
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """Everything one Stripe event says, from one parse of it: the occurrences it
+    announces, and for `customer.*` events `(customer_id, email or None)` for the
+    stream's customer→email table (SPEC, "Contacts")."""
+
+    occurrences: list[Occurrence]
+    customer_email: tuple[str, str | None] | None = None
+
+
+def classify_event(event: object) -> Classified:
+    """The one entry point of classification: the pipeline calls it once per event and
+    hands the result to contact resolution (`stream.contacts`).
 
     Raises `ClassifyError` (only) when the event, or a needed type's payload, cannot be
-    understood.
+    understood. `customer.deleted` is handled for completeness (e.g. a replayed
+    backfill) and reports the email the customer had, which keeps attributing late
+    events.
     """
     body, kind = _event_type(event)
+    if kind in _CUSTOMER_TYPES:
+        customer = _parse(body, "customer").obj
+        return Classified([], (need_str(customer, "id", "customer"),
+                               normalize_email(customer.get("email"))))
+    return Classified(_occurrences(body, kind))
+
+
+def classify(event: object) -> list[Occurrence]:
+    """The occurrences one Stripe event announces; [] for types the engine ignores."""
+    body, kind = _event_type(event)
+    return _occurrences(body, kind)
+
+
+def _occurrences(body: JsonObj, kind: str) -> list[Occurrence]:
     rule = _RULES.get(kind)
     if rule is None:
         return []
@@ -160,14 +188,8 @@ def classify(event: object) -> list[Occurrence]:
 
 
 def customer_email_update(event: object) -> tuple[str, str | None] | None:
-    """`(customer_id, email or None)` from `customer.created/updated/deleted`, for the
-    stream's customer→email table (SPEC, "Contacts"); None for any other type.
-
-    `customer.deleted` is handled for completeness (e.g. a replayed backfill) and
-    reports the email the customer had, which keeps attributing late events.
-    """
-    body, kind = _event_type(event)
-    if kind not in _CUSTOMER_TYPES:
+    """`(customer_id, email or None)` from `customer.*` events; None for any other type
+    (whose payload is not looked at)."""
+    if _event_type(event)[1] not in _CUSTOMER_TYPES:
         return None
-    customer = _parse(body, "customer").obj
-    return need_str(customer, "id", "customer"), normalize_email(customer.get("email"))
+    return classify_event(event).customer_email

@@ -22,7 +22,7 @@ from stream.attribution import (
     remember,
     retract,
 )
-from stream.classify import classify, customer_email_update
+from stream.classify import Classified
 from stream.facts import Fact
 from stream.occurrence import Occurrence, occurrence_from_doc, occurrence_to_doc
 
@@ -72,15 +72,14 @@ class ContactResolver:
     def __init__(self, tables: ContactTables) -> None:
         self.tables = tables
 
-    def handle(self, raw: RawEvent, now: int) -> Outcome:
-        """Raises `stream.classify.ClassifyError` for an event that cannot be understood."""
+    def handle(self, raw: RawEvent, classified: Classified, now: int) -> Outcome:
+        """The facts `raw` newly announces, from its classification (`classified`,
+        made once by the caller before any table is written)."""
         out = Outcome()
-        # Both can raise ClassifyError: decided before any table is written.
-        update = customer_email_update(raw.event)
-        occurrences = list(classify(raw.event))
-        if update is not None:
-            self._customer_email(raw, update[0], update[1], now, out)
-        for occurrence in occurrences:
+        if classified.customer_email is not None:
+            customer_id, email = classified.customer_email
+            self._customer_email(raw, customer_id, email, now, out)
+        for occurrence in classified.occurrences:
             self._occurrence(raw, occurrence, now, out)
         return out
 

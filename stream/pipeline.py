@@ -42,7 +42,7 @@ from connectors.contract import ContractError, RawEvent
 from stream.attribution import ByChargeDecodeError, ChargeJoin, JoinTables, sweep_join
 from stream.changes import MembershipChange, iso, member_key, member_record, member_state
 from stream.changes import rule_key as pack_rule_key
-from stream.classify import ClassifyError
+from stream.classify import ClassifyError, classify_event
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
 from stream.envelopes import EnvelopeCheck, EnvelopeRejected
 from stream.erasure import ForgetRequest, erase_classify_state
@@ -210,7 +210,7 @@ class Pipeline:
             check_future(raw.event.get("created"), self.clock(), f"event {raw.event_id}")
             if self.envelopes is not None:
                 await self.envelopes.verify(raw)
-            outcome = resolver.handle(raw, self.clock())
+            outcome = resolver.handle(raw, classify_event(raw.event), self.clock())
             await self._look_up_emails(resolver, raw, outcome)
             self.metrics.record_outcome(raw.event_type, outcome)
             for fact in outcome.facts:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from connectors.contract import RawEvent
+from stream.classify import classify_event
 from stream.contacts import CUSTOMER_TTL_SECONDS, ContactResolver, ContactTables, sweep
 from stream.facts import Fact
 from stream.membership import DAY
@@ -100,10 +101,12 @@ def test_a_customer_in_use_stays_and_old_entries_get_an_expiry() -> None:
     t = ContactTables(customers={}, seen={}, parked={})
     resolver = ContactResolver(t)
     cus = se.customer("ann@example.com")
-    resolver.handle(raw(se.event("customer.created", cus, created=now)), now)
+    created = raw(se.event("customer.created", cus, created=now))
+    resolver.handle(created, classify_event(created.event), now)
     later = now + CUSTOMER_TTL_SECONDS * 3 // 4  # a monthly renewal uses the entry
     ch = se.charge(amount=5_000, customer=cus["id"], created=later)
-    assert resolver.handle(raw(se.event("charge.succeeded", ch, created=later)), later).facts
+    paid = raw(se.event("charge.succeeded", ch, created=later))
+    assert resolver.handle(paid, classify_event(paid.event), later).facts
     sweep(t, now + CUSTOMER_TTL_SECONDS + 1)
     assert t.customers[f"conn:{cus['id']}"][0] == "ann@example.com"
     # An entry written by an earlier version (a bare string) gets an expiry.

@@ -7,8 +7,15 @@ from typing import Any
 import pytest
 
 from connectors.contract import RawEvent
-from stream.contacts import DEDUP_SECONDS, ContactResolver, ContactTables, sweep
+from stream.classify import classify_event
+from stream.contacts import DEDUP_SECONDS, ContactResolver, ContactTables, Outcome, sweep
 from tests import stripe_events as se
+
+
+def handle(resolver: ContactResolver, raw_event: RawEvent, now: int) -> Outcome:
+    """As the pipeline calls it: the event and its one classification."""
+    return resolver.handle(raw_event, classify_event(raw_event.event), now)
+
 
 pytestmark = pytest.mark.unit
 NOW = 1_800_000_000
@@ -26,9 +33,9 @@ def test_duplicates_and_siblings_collapse() -> None:
     t = tables()
     resolver = ContactResolver(t)
     ch = se.charge(amount=5000, billing_email="Ann@Example.com ", created=NOW)
-    first = resolver.handle(raw(se.event("charge.succeeded", ch)), NOW)
-    again = resolver.handle(raw(se.event("charge.succeeded", ch)), NOW)
-    sibling = resolver.handle(raw(se.event("payment_intent.succeeded", se.payment_intent(ch))),
+    first = handle(resolver, raw(se.event("charge.succeeded", ch)), NOW)
+    again = handle(resolver, raw(se.event("charge.succeeded", ch)), NOW)
+    sibling = handle(resolver, raw(se.event("payment_intent.succeeded", se.payment_intent(ch))),
                               NOW)
     assert [f.email for f in first.facts] == ["ann@example.com"]
     assert again.facts == []
@@ -40,8 +47,8 @@ def test_same_charge_in_two_accounts_is_two_facts() -> None:
     t = tables()
     resolver = ContactResolver(t)
     ch = se.charge(billing_email="ann@example.com", created=NOW)
-    a = resolver.handle(raw(se.event("charge.succeeded", ch), "acme"), NOW)
-    b = resolver.handle(raw(se.event("charge.succeeded", ch), "globex"), NOW)
+    a = handle(resolver, raw(se.event("charge.succeeded", ch), "acme"), NOW)
+    b = handle(resolver, raw(se.event("charge.succeeded", ch), "globex"), NOW)
     assert [f.account_id for f in a.facts + b.facts] == ["acme", "globex"]
 
 
@@ -49,17 +56,17 @@ def test_parked_until_the_customer_email_is_known() -> None:
     t = tables()
     resolver = ContactResolver(t)
     ch = se.charge(billing_email=None, customer="cus_1", created=NOW)
-    parked = resolver.handle(raw(se.event("charge.succeeded", ch)), NOW)
+    parked = handle(resolver, raw(se.event("charge.succeeded", ch)), NOW)
     assert parked.facts == []
     assert parked.parked == 1
-    released = resolver.handle(raw(se.event("customer.updated",
+    released = handle(resolver, raw(se.event("customer.updated",
                                             se.customer("bob@example.com", id="cus_1"))), NOW)
     assert released.released == 1
     assert [f.email for f in released.facts] == ["bob@example.com"]
 
 
 def test_guest_without_any_email_is_counted_not_silently_dropped() -> None:
-    out = ContactResolver(tables()).handle(
+    out = handle(ContactResolver(tables()),
         raw(se.event("charge.succeeded", se.charge(billing_email=None, created=NOW))), NOW)
     assert out.facts == []
     assert out.dropped_no_email == 1
@@ -68,9 +75,9 @@ def test_guest_without_any_email_is_counted_not_silently_dropped() -> None:
 def test_sweep_bounds_memory_by_time() -> None:
     t = tables()
     resolver = ContactResolver(t)
-    resolver.handle(raw(se.event("charge.succeeded",
+    handle(resolver, raw(se.event("charge.succeeded",
                                  se.charge(billing_email="a@example.com", created=NOW))), NOW)
-    resolver.handle(raw(se.event("charge.succeeded",
+    handle(resolver, raw(se.event("charge.succeeded",
                                  se.charge(billing_email=None, customer="cus_9", created=NOW))),
                     NOW)
     assert t.seen

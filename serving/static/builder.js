@@ -274,6 +274,10 @@ window.SegmentsBuilder = (() => {
     let watching = null;
     async function watch(id, version) {
       watching = id;
+      if (shown !== id) {
+        $("members").replaceChildren();
+        $("explanation").hidden = true;
+      }
       for (;;) {
         if (watching !== id) return;
         const response = await fetch(base + "/" + encodeURIComponent(id),
@@ -289,7 +293,9 @@ window.SegmentsBuilder = (() => {
       }
     }
 
+    let shown = null; // the segment whose members are on screen
     function showSegment(id, status, count) {
+      shown = id;
       $("members-panel").hidden = false;
       $("members-title").textContent = id;
       const badge = $("segment-status");
@@ -397,6 +403,10 @@ window.SegmentsBuilder = (() => {
       });
       form.addEventListener("submit", save);
       $("explain-close").addEventListener("click", () => { $("explanation").hidden = true; });
+      $("explain-form").addEventListener("submit", (e) => {
+        e.preventDefault();
+        if (shown) explain(shown, $("explain-email").value.trim());
+      });
       form.hidden = false;
       form.dataset.ready = "true";
       schedule();

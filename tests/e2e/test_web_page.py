@@ -289,4 +289,27 @@ async def test_builder_previews_saves_fills_and_explains(
         assert "qualifies" in facts
         assert await browser.evaluate("document.activeElement.id") == "explain-title"
         await browser.screenshot(shots / "web-explain.png")
+
+        # Any contact, member or not: c001 paid in eur and too little (conditions 1 and 2).
+        await type_into(browser, "explain-email", "c001@example.com")
+        await browser.evaluate("document.getElementById('explain-form').requestSubmit()")
+
+        async def explained_non_member() -> bool:
+            return bool(await browser.evaluate(
+                "document.getElementById('explanation').dataset.state === 'ready' && "
+                + text_of("explain-title") + " === 'c001@example.com'"))
+
+        await async_wait_for(explained_non_member, 30, what="the non-member's explanation")
+        assert await browser.evaluate(text_of("explain-summary")) == "Not a member"
+        checks = await browser.evaluate(
+            "[...document.querySelectorAll('#explain-facts .checks li')]"
+            ".map(li => li.textContent)")
+        assert checks == ["✗ fails amount > 50", "✗ fails currency is usd",
+                          "✓ holds date within the last 14 days"]
+
+        # The segment list opens a segment's members too (a button: keyboard reachable).
+        await browser.evaluate(
+            f"document.querySelector('tr[data-segment=\"{segment}\"] button.segment-id')"
+            ".click()")
+        assert await browser.evaluate(text_of("members-title")) == segment
         assert browser.exceptions == []

@@ -247,13 +247,40 @@ window.SegmentsBuilder = (() => {
       form.dataset.preview = doc ? "ready" : "none";
     }
 
+    // Saving over an existing segment replaces it: say so before, and make the write
+    // conditional on the version seen (If-Match), so that an edit made meanwhile is a 409.
+    let existing = null; // {id, version} of the segment the id names, if there is one
+    let idTimer = null;
+    function setExisting(found) {
+      existing = found;
+      $("rule-id-help").textContent = found
+        ? "exists (version " + found.version + "): saving replaces it"
+        : "letters, digits, . _ -";
+      $("save").textContent = found ? "Replace segment" : "Save segment";
+    }
+
+    function checkId() {
+      clearTimeout(idTimer);
+      idTimer = setTimeout(async () => {
+        const id = $("rule-id").value.trim();
+        if (!/^[A-Za-z0-9._-]{1,128}$/.test(id)) { setExisting(null); return; }
+        const response = await fetch(base + "/" + encodeURIComponent(id),
+          { headers: auth, cache: "no-store" }).catch(() => null);
+        const doc = response && response.ok ? await response.json() : {};
+        if (id !== $("rule-id").value.trim()) return; // typed on meanwhile
+        setExisting(doc.rule ? { id, version: doc.rule.version || 1 } : null);
+      }, DEBOUNCE_MS);
+    }
+
     async function save(event) {
       event.preventDefault();
       const id = $("rule-id").value.trim();
       const body = rule();
+      const headers = existing && existing.id === id
+        ? { ...json, "If-Match": String(existing.version) } : json;
       $("save-note").textContent = "Saving…";
       const response = await fetch(base + "/" + encodeURIComponent(id), {
-        method: "PUT", headers: json, body: JSON.stringify(body), cache: "no-store" });
+        method: "PUT", headers, body: JSON.stringify(body), cache: "no-store" });
       const doc = await response.json().catch(() => ({}));
       if (response.status === 422) {
         showErrors($("save-errors"), doc.errors || []);
@@ -262,9 +289,12 @@ window.SegmentsBuilder = (() => {
       }
       showErrors($("save-errors"), []);
       if (!response.ok) {
-        $("save-note").textContent = "Not saved: " + (doc.error || response.status);
+        $("save-note").textContent = "Not saved: " + (doc.error || response.status)
+          + (response.status === 409 ? " (it was changed meanwhile: review, then save)" : "");
+        if (response.status === 409) checkId();
         return;
       }
+      setExisting({ id, version: doc.version });
       $("save-note").textContent = "Saved " + id + " (version " + doc.version + ").";
       if (onSaved) onSaved(id);
       watch(id, doc.version);
@@ -395,9 +425,13 @@ window.SegmentsBuilder = (() => {
         if (!id.dataset.touched) {
           id.value = $("rule-name").value.toLowerCase().replace(/[^a-z0-9._-]+/g, "-")
             .replace(/^-+|-+$/g, "").slice(0, 128);
+          checkId();
         }
       });
-      $("rule-id").addEventListener("input", () => { $("rule-id").dataset.touched = "1"; });
+      $("rule-id").addEventListener("input", () => {
+        $("rule-id").dataset.touched = "1";
+        checkId();
+      });
       form.addEventListener("input", (e) => {
         if (e.target.id !== "rule-name" && e.target.id !== "rule-id") schedule();
       });

@@ -312,4 +312,39 @@ async def test_builder_previews_saves_fills_and_explains(
             f"document.querySelector('tr[data-segment=\"{segment}\"] button.segment-id')"
             ".click()")
         assert await browser.evaluate(text_of("members-title")) == segment
+
+        # The id names a saved segment: the page says saving replaces it, and replaces it
+        # conditionally (If-Match) as version 2, which fills again.
+        async def save_offered(label: str) -> bool:
+            return bool(await browser.evaluate(text_of("save")) == label)
+
+        await type_into(browser, "rule-id", "not-saved-yet")
+        await async_wait_for(lambda: save_offered("Save segment"), 30, what="a new id")
+        await type_into(browser, "rule-id", segment)
+
+        async def replace_offered() -> bool:
+            return await save_offered("Replace segment")
+
+        await async_wait_for(replace_offered, 30, what="the page offering to replace")
+        assert "version 1" in await browser.evaluate(text_of("rule-id-help"))
+        await browser.evaluate("document.getElementById('cond-3-value-count').value = '30'")
+        await browser.evaluate("document.getElementById('save').click()")
+
+        async def replaced() -> bool:
+            return "version 2" in str(await browser.evaluate(text_of("save-note")))
+
+        await async_wait_for(replaced, 30, what="version 2 saved")
+        # 30 days: c020, c030, c040 and c050 (usd, over $50, 20 days ago) join.
+        grown = len(want) + 4
+
+        async def ready_again() -> bool:
+            return bool(await browser.evaluate(text_of("segment-status")) == "ready"
+                        and await browser.evaluate(text_of("segment-count"))
+                        == f"{grown} members"
+                        and await browser.evaluate(count_cell("acme", segment)) == str(grown))
+
+        await async_wait_for(ready_again, 60, what=f"the replaced segment ready with {grown}")
+        status, doc = await get_json(session, f"{api.url}/accounts/acme/segments/{segment}",
+                                     headers=bearer("acme"))
+        assert (status, doc["rule"]["version"]) == (200, 2)
         assert browser.exceptions == []

@@ -103,10 +103,6 @@ window.SegmentsBuilder = (() => {
 
   function start({ account, auth, onSaved }) {
     const form = $("builder");
-    if (!account) {
-      $("builder-note").textContent = "The rule builder needs a token for one account.";
-      return;
-    }
     const base = "/accounts/" + encodeURIComponent(account) + "/segments";
     const json = { ...auth, "Content-Type": "application/json" };
     let vocab = null;
@@ -442,6 +438,7 @@ window.SegmentsBuilder = (() => {
         if (shown) explain(shown, $("explain-email").value.trim());
       });
       form.hidden = false;
+      $("builder-note").hidden = true;
       form.dataset.ready = "true";
       schedule();
     }).catch((err) => { $("builder-note").textContent = "Rule schema unavailable: " + err; });

@@ -187,6 +187,7 @@ async def test_builder_previews_saves_fills_and_explains(
                 "document.getElementById('builder').dataset.ready === 'true'"))
 
         await async_wait_for(builder_ready, 30, what="the builder read the rule schema")
+        assert await browser.evaluate("document.getElementById('builder-note').hidden")
         # The filters and fields are the schema's: plan is only for subscription filters.
         filters = await browser.evaluate(
             "[...document.querySelectorAll('#rule-filter option')].map(o => o.value)")

@@ -242,9 +242,18 @@ def _paths() -> dict[str, Any]:
             "description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
             open_=True)},
         "/static/{name}": {"get": _op(
-            "The web page's assets (no token)",
+            "The web page's assets (no token): app.js, builder.js, style.css, and "
+            "schema.json, the rule's JSON Schema (read-only; the rule builder's source "
+            "of filters, fields, operators and value shapes)",
             {"200": {"description": "The asset",
-                     "content": {"*/*": {"schema": {"type": "string"}}}},
+                     "content": {
+                         "text/html": {"schema": {"type": "string"}},
+                         "text/javascript": {"schema": {"type": "string"}},
+                         "text/css": {"schema": {"type": "string"}},
+                         "application/json": {"schema": {
+                             "type": "object", "required": ["$schema", "properties"],
+                             "description": "schema.json: a JSON Schema (draft 2020-12) "
+                                            "of a rule"}}}},
              "404": _error("No such asset")},
             [_param("name", "path", {"type": "string"}, "File name")], open_=True)},
     }

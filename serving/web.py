@@ -1,7 +1,9 @@
 """The web page of the query API and its live feed.
 
     GET /                 the page (serving/static/index.html; no build step, no CDN)
-    GET /static/{name}    its script and style sheet
+    GET /static/{name}    its scripts and style sheet, and `schema.json`: the rule's JSON
+                          Schema (`rules/schema.json`, read-only), which drives the page's
+                          rule builder
     GET /events?account_id=   server-sent events: `change` (a member joined or left,
                           with the segment's new count) and `rule` (a rule was created,
                           changed or deleted); a new stream starts with the latest
@@ -24,6 +26,7 @@ from aiohttp import web
 
 from common.auth import principal
 from common.http import expect_handler, json_response
+from rules.schema import build_schema as rule_schema
 from serving.api import FEED, ApiError, account_param
 from serving.change_feed import ChangeFeed, Event, FeedFull, Subscription
 
@@ -37,7 +40,9 @@ HEARTBEAT_SECONDS = 15.0
 _STATIC = {
     "index.html": "text/html",
     "app.js": "text/javascript",
+    "builder.js": "text/javascript",
     "style.css": "text/css",
+    "schema.json": "application/json",
 }
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:",
@@ -48,8 +53,11 @@ STATIC_FILES = web.AppKey("static_files", dict)
 
 
 def _load_static() -> dict[str, bytes]:
+    """The page's files, and the rule schema built from the vocabulary the parser uses."""
     folder = resources.files("serving") / "static"
-    return {name: (folder / name).read_bytes() for name in _STATIC}
+    files = {name: (folder / name).read_bytes() for name in _STATIC if name != "schema.json"}
+    files["schema.json"] = orjson.dumps(rule_schema(), option=orjson.OPT_INDENT_2)
+    return files
 
 
 def _static_response(request: web.Request, name: str) -> web.Response:

@@ -60,9 +60,14 @@
     tr.dataset.segment = segmentId;
     cell(tr, accountId);
     const seg = cell(tr);
-    const id = document.createElement("span");
+    const id = document.createElement(builder ? "button" : "span");
     id.className = "segment-id";
     id.textContent = segmentId;
+    if (builder) {
+      id.type = "button";
+      id.title = "Show members and their explanations";
+      id.addEventListener("click", () => builder.showSegment(segmentId));
+    }
     const name = document.createElement("span");
     name.className = "segment-name";
     seg.append(id, name);
@@ -232,6 +237,10 @@
       await new Promise((resolve) => setTimeout(resolve, 2000));
     }
   }
+
+  // The rule builder (builder.js) for the token's account; null without one.
+  const builder = token && account && window.SegmentsBuilder
+    ? window.SegmentsBuilder.start({ account, auth }) : null;
 
   if (token) {
     follow();

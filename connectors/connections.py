@@ -28,6 +28,7 @@ from common.settings import Settings
 from common.windows import BACKFILL_DAYS
 from connectors.backfill import BackfillJob, BackfillOptions, run_backfill
 from connectors.errors import ConnectorError
+from connectors.health import HealthChecker
 from connectors.metrics import ConnectorMetrics
 from connectors.quotas import ConnectionQuotas, QuotaExceeded
 from connectors.sink import EventSink
@@ -163,6 +164,9 @@ class ConnectionsApi:
         #: None: no limits (tests of other things); the servers always pass them.
         self.quotas = quotas
         self._resume: asyncio.Task[int] | None = None
+        #: Connection health (`connectors.health`): the status `show` reports.
+        self.health = HealthChecker(settings, store, metrics,
+                                    backfill_running=lambda cid: cid in self.backfills)
 
     async def create(self, request: web.Request) -> web.Response:
         if request.content_type != "application/json":
@@ -293,6 +297,7 @@ class ConnectionsApi:
             log.info("backfill of %s already running elsewhere", connection_id)
             return
         self.metrics.backfill_failed.inc()
+        self.health.refresh_soon(connection_id)
         # The backfill persists its cursor; a restart or `segments backfill ID` resumes it.
         log.error("backfill of %s stopped: %s", connection_id, type(exc).__name__)
 
@@ -312,6 +317,7 @@ class ConnectionsApi:
         if conn is None:
             return _json(404, NOT_FOUND)
         doc = conn.public()
+        doc.update((await self.health.health(conn)).to_json())
         doc["backfill"] = await self.store.backfill_progress(conn.id)
         doc["backfill_running"] = conn.id in self.backfills
         return _json(200, doc)
@@ -338,6 +344,7 @@ class ConnectionsApi:
             return _error(503, None, STORE_UNAVAILABLE)
         await self._release(conn.account_id, conn.id)
         self.metrics.forget_connection(conn.id)
+        await self.health.forget(conn.id)
         request[LOG_FIELDS] = {"connection_id": conn.id, "webhook_endpoint": outcome}
         return _json(200, {"id": conn.id, "deleted": True, "webhook_endpoint": outcome})
 
@@ -358,6 +365,7 @@ class ConnectionsApi:
             return "not disabled: localstripe unreachable"
 
     async def close(self) -> None:
+        await self.health.stop()
         tasks = list(self.backfills.values())
         if self._resume is not None:
             tasks.append(self._resume)

@@ -129,12 +129,14 @@ def create_app(
     max_in_flight: int = 512,
     backfill_options: BackfillOptions | None = None,
     limits: QuotaLimits | None = None,
+    check_health: bool = True,
 ) -> web.Application:
     """The public app (webhooks only); `prepare_kafka` (e.g. ensure_topics) runs before
     the producer. `create_admin_app` adds the internal listener's app over the same state.
 
     `backfill_options` tunes the backfills it starts, `limits` the quotas of
-    `POST /connections` (both default: from the environment).
+    `POST /connections` (both default: from the environment). `check_health` runs the
+    periodic connection health checker (`connectors.health`).
     """
     guard_stripe_logging()
     metrics = ConnectorMetrics()
@@ -172,6 +174,8 @@ def create_app(
         await app[SINK].start()
         if start_backfill:
             app[CONNECTIONS].start_resuming()
+        if check_health:
+            app[CONNECTIONS].health.start()
         yield
         await app[CONNECTIONS].close()
         await app[SINK].stop()

@@ -331,7 +331,7 @@ class _Run:
             try:
                 listing = await api.client.v1.events.list_async(params=params)
             except stripe.InvalidRequestError as exc:
-                if group is None or not _rejects_types(exc):
+                if group is None or not rejects_types(exc):
                     raise
                 log.info("backfill %s: the Stripe API refuses types[] (%s); listing all "
                          "events and keeping the needed types here",
@@ -426,7 +426,7 @@ class _Run:
         return text.replace(self.job.api_key, "***") if self.job.api_key else text
 
 
-def _rejects_types(exc: stripe.InvalidRequestError) -> bool:
+def rejects_types(exc: stripe.InvalidRequestError) -> bool:
     return exc.param in ("types", "types[]") or "types" in (exc.user_message or "")
 
 

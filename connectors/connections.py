@@ -31,6 +31,7 @@ from connectors.errors import ConnectorError
 from connectors.health import HealthChecker
 from connectors.metrics import ConnectorMetrics
 from connectors.quotas import ConnectionQuotas, QuotaExceeded
+from connectors.reconcile import SeenEvents
 from connectors.sink import EventSink
 from connectors.store import (
     Connection,
@@ -164,6 +165,9 @@ class ConnectionsApi:
         #: None: no limits (tests of other things); the servers always pass them.
         self.quotas = quotas
         self._resume: asyncio.Task[int] | None = None
+        #: The gap repair's record of published events (set by the server), forgotten
+        #: with the connection.
+        self.seen: SeenEvents | None = None
         #: Connection health (`connectors.health`): the status `show` reports.
         self.health = HealthChecker(settings, store, metrics,
                                     backfill_running=lambda cid: cid in self.backfills)
@@ -345,6 +349,8 @@ class ConnectionsApi:
         await self._release(conn.account_id, conn.id)
         self.metrics.forget_connection(conn.id)
         await self.health.forget(conn.id)
+        if self.seen is not None:
+            await self.seen.forget(conn.id)
         request[LOG_FIELDS] = {"connection_id": conn.id, "webhook_endpoint": outcome}
         return _json(200, {"id": conn.id, "deleted": True, "webhook_endpoint": outcome})
 

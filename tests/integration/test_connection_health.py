@@ -79,7 +79,7 @@ async def test_endpoint_status_from_stripe_mock(settings: Settings, tmp_path: Pa
     patched.write_text(json.dumps(fixtures))
     with running_stripe_mock(binary, patched) as url:
         async with running_connector(replace(settings, stripe_api_base=url),
-                                     registration="stripe", check_health=False) as connector:
+                                     registration="stripe") as connector:
             connection_id = await connect(connector)
             before = await shown(connector, connection_id)
             assert before["status"] == "active"  # nothing checked yet
@@ -150,7 +150,7 @@ async def test_every_status_its_reason_one_log_line_per_change_and_the_gauge(
     fake, url = faulty
     caplog.set_level(logging.INFO, logger="connectors.health")
     async with running_connector(replace(settings, stripe_api_base=url),
-                                 registration="stripe", check_health=False) as connector:
+                                 registration="stripe") as connector:
         health = connector.app[CONNECTIONS].health
         connection_id = await connect(connector)
         steps: list[tuple[dict[str, int], str, str | None, str]] = [
@@ -212,7 +212,7 @@ async def test_a_failed_backfill_is_reported_at_once(
     fake, url = faulty
     fake.fail_backfill = True
     async with running_connector(replace(settings, stripe_api_base=url),
-                                 registration="stripe", check_health=False,
+                                 registration="stripe",
                                  start_backfill=True) as connector:
         connection_id = await connect(connector)
 
@@ -231,7 +231,7 @@ async def test_the_checker_runs_by_itself(
     fake, url = faulty
     monkeypatch.setenv("SEGMENTS_HEALTH_INTERVAL_S", "0.2")
     async with running_connector(replace(settings, stripe_api_base=url),
-                                 registration="stripe") as connector:
+                                 registration="stripe", check_health=True) as connector:
         connection_id = await connect(connector)
         fake.fail["/v1/events"] = 401
 

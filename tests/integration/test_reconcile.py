@@ -1,0 +1,108 @@
+"""Gap repair (`connectors.reconcile`): an outage longer than Stripe's retries loses nothing.
+
+localstripe posts each webhook once: what it posts while the connector is down is gone
+unless the reconciler reads it back from the Events API when the connector starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+import redis.asyncio as aioredis
+import stripe
+
+from common.settings import Settings
+from common.stripe_event_types import NEEDED_EVENT_TYPES
+from connectors.reconcile import ReconcileOptions, SeenEvents
+from connectors.server import RECONCILER
+from tests.connector_harness import read_events, running_connector
+from tests.integration.test_connections import API_KEY, connect, make_activity
+from tests.localstripe_server import running_localstripe
+from tests.waiting import async_wait_for
+
+pytestmark = pytest.mark.integration
+
+#: localstripe runs on this host's clock and lists at once: no settle delay. One round
+#: at start; the test runs further rounds itself.
+AT_START_ONLY = ReconcileOptions(settle_s=0, rate_per_s=200, interval_s=3600)
+
+
+@pytest.fixture(scope="module")
+def localstripe_url() -> Iterator[str]:
+    with running_localstripe() as base:
+        yield base
+
+
+def needed_event_ids(base: str, since: int) -> set[str]:
+    """Every event of a needed type localstripe made since `since`, via the library."""
+    client = stripe.StripeClient(API_KEY, base_addresses={"api": base})
+    listing = client.v1.events.list({"limit": 100, "created": {"gte": since}})
+    return {e.id for e in listing.auto_paging_iter() if e.type in NEEDED_EVENT_TYPES}
+
+
+async def test_events_made_while_the_connector_was_down_arrive_once(
+    settings: Settings, localstripe_url: str
+) -> None:
+    emulated = replace(settings, stripe_api_base=localstripe_url)
+    started = int(time.time())
+    async with running_connector(emulated, registration="localstripe", reconcile=True,
+                                 reconcile_options=AT_START_ONLY) as connector:
+        status, created = await connect(connector)
+        assert status == 201, created
+        connection_id = created["id"]
+        await asyncio.to_thread(make_activity, localstripe_url, "before@example.com")
+        before = await asyncio.to_thread(needed_event_ids, localstripe_url, started)
+
+        async def delivered() -> bool:
+            got = await read_events(emulated, expect=len(before), timeout=2, quiet=0.2)
+            return {e.event_id for e in got} >= before
+
+        await async_wait_for(delivered, 60, interval=0.3, what="webhooks before the outage")
+
+    # The outage: localstripe keeps producing, its webhooks fail and are not retried.
+    await asyncio.to_thread(make_activity, localstripe_url, "during@example.com")
+    everything = await asyncio.to_thread(needed_event_ids, localstripe_url, started)
+    missed = everything - before
+    assert missed, "the outage produced no events"
+    await asyncio.sleep(2.5)  # localstripe posts after ~1 s: let those posts fail
+    topic = {e.event_id for e in await read_events(emulated)}
+    assert not topic & missed, "webhooks reached a stopped connector?"
+
+    async with running_connector(emulated, registration="localstripe", declare_topics=False,
+                                 reconcile=True, reconcile_options=AT_START_ONLY) as restarted:
+        async def repaired() -> bool:
+            got = await read_events(emulated, expect=len(everything), timeout=2, quiet=0.2)
+            return {e.event_id for e in got} >= everything
+
+        await async_wait_for(repaired, 60, interval=0.3, what="the reconciler at start")
+        # More rounds read the same window again (the settle overlap) and publish nothing.
+        again = await restarted.app[RECONCILER].run_once()
+        assert again == {connection_id: 0}
+
+    got = await read_events(emulated)  # to the end offsets
+    counts = Counter(e.event_id for e in got)
+    assert set(counts) == everything
+    assert [i for i, n in counts.items() if n > 1] == []  # none twice
+    sources = {e.event_id: e.source for e in got}
+    assert {i for i in missed if sources[i] != "backfill"} == set()
+    assert {i for i in before if sources[i] != "webhook"} == set()
+    assert all(e.connection_id == connection_id for e in got)
+
+
+async def test_the_watermark_is_the_newest_event_seen(settings: Settings,
+                                                      redis: aioredis.Redis) -> None:
+    seen = SeenEvents(redis, settings.topic_prefix)
+    assert await seen.watermark("conn_x") is None
+    await seen.add("conn_x", [{"id": "evt_b", "created": 200}, {"id": "evt_a", "created": 100},
+                              {"id": "evt_no_time"}])
+    assert await seen.watermark("conn_x") == 200
+    assert await seen.since("conn_x", 150) == {"evt_b"}
+    await seen.prune("conn_x", 150)
+    assert await seen.since("conn_x", 0) == {"evt_b"}
+    await seen.forget("conn_x")
+    assert await seen.watermark("conn_x") is None

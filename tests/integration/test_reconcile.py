@@ -11,16 +11,21 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 import stripe
+from aiohttp.test_utils import TestServer
 
 from common.settings import Settings
 from common.stripe_event_types import NEEDED_EVENT_TYPES
 from connectors.reconcile import ReconcileOptions, SeenEvents
 from connectors.server import RECONCILER
+from connectors.signing import sign
 from tests.connector_harness import read_events, running_connector
+from tests.integration.test_backfill_stripe_semantics import StripeLike
 from tests.integration.test_connections import API_KEY, connect, make_activity
 from tests.localstripe_server import running_localstripe
 from tests.waiting import async_wait_for
@@ -106,3 +111,60 @@ async def test_the_watermark_is_the_newest_event_seen(settings: Settings,
     assert await seen.since("conn_x", 0) == {"evt_b"}
     await seen.forget("conn_x")
     assert await seen.watermark("conn_x") is None
+
+
+# --- Stripe's listing semantics: types[], newest first, eventual consistency -------------
+
+
+def stripe_event(event_id: str, created: int, seq: int) -> dict[str, Any]:
+    return {"id": event_id, "object": "event", "type": "charge.succeeded", "created": created,
+            "seq": seq, "api_version": "2024-06-20", "livemode": False,
+            "data": {"object": {"object": "charge", "id": f"ch_{event_id}",
+                                "customer": "cus_1", "amount": 500, "currency": "usd"}}}
+
+
+async def test_the_settle_overlap_catches_missed_and_late_listed_events(
+    settings: Settings,
+) -> None:
+    """A webhook brought W; M (older than W, within the settle delay) was missed; L was
+    made at once but Stripe lists it only later. Rounds publish M, then L,
+    then nothing; W is never published again."""
+    now = int(time.time())
+    w, m = stripe_event("evt_w", now - 5, 2), stripe_event("evt_m", now - 30, 1)
+    fake = StripeLike([w, m], lag_s=0)
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        fake_url = str(server.make_url("")).rstrip("/")
+        options = ReconcileOptions(settle_s=60, rate_per_s=200, interval_s=3600)
+        async with running_connector(replace(settings, stripe_api_base=fake_url),
+                                     reconcile_options=options) as connector:
+            status, created = await connect(connector, webhook_secret="whsec_manual_test")
+            assert status == 201, created
+            connection_id = created["id"]
+            body = orjson.dumps(w)
+            status, answer = await connector.post_webhook(
+                connection_id, body, {"Stripe-Signature": sign(body, "whsec_manual_test"),
+                                      "Content-Type": "application/json"})
+            assert status == 200, answer
+            reconciler = connector.app[RECONCILER]
+            assert await reconciler.run_once() == {connection_id: 1}  # M
+            # L is made now, but Stripe's listing shows it only a while later.
+            late = stripe_event("evt_l", int(time.time()), 3)
+            fake.lag_s = 30
+            fake.events = sorted([*fake.events, late], key=lambda e: (e["created"], e["seq"]),
+                                 reverse=True)
+            assert await reconciler.run_once() == {connection_id: 0}
+            fake.lag_s = 0  # a while later
+            assert await reconciler.run_once() == {connection_id: 1}  # L
+            assert await reconciler.run_once() == {connection_id: 0}
+            # Stripe's types[] filter was used, in groups of at most 20 (the connect's
+            # key check lists without one).
+            used = [t for t in fake.types_seen if t]
+            assert len(used) >= 4
+            assert all(len(t) <= 20 for t in used)
+    finally:
+        await server.close()
+    got = await read_events(settings)
+    assert sorted((e.event_id, e.source) for e in got) == [
+        ("evt_l", "backfill"), ("evt_m", "backfill"), ("evt_w", "webhook")]

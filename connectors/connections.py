@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from common.auth import principal
 from common.ids import ID_RULE, valid_id
 from common.settings import Settings
 from common.windows import BACKFILL_DAYS
-from connectors.backfill import BackfillJob, BackfillOptions, run_backfill
+from connectors.backfill import BackfillJob, BackfillOptions, PublishedCallback, run_backfill
 from connectors.errors import ConnectorError
 from connectors.health import HealthChecker
 from connectors.metrics import ConnectorMetrics
@@ -258,11 +259,28 @@ class ConnectionsApi:
                           until=conn.created_at)
         coro = run_backfill(job, settings=self.settings, sink=self.sink, redis=self.store.redis,
                             on_progress=self.metrics.backfill_progress,
-                            options=self.backfill_options)
+                            options=self.backfill_options,
+                            on_published=self._record_published(conn))
         task = asyncio.create_task(coro, name=f"backfill-{conn.id}")
         self.backfills[conn.id] = task
         task.add_done_callback(functools.partial(self._backfill_done, conn.id))
         return "started"
+
+    def _record_published(self, conn: Connection) -> PublishedCallback | None:
+        """The backfill's tail (events the gap repair's first window reaches: from the
+        connection's creation minus the settle delay) is recorded as seen, so the
+        reconciler does not publish it again; older events are never read again."""
+        seen = self.seen
+        if seen is None:
+            return None
+        from_second = conn.created_at - seen.overlap_s
+
+        async def record(events: Sequence[dict[str, Any]]) -> None:
+            recent = [e for e in events if isinstance(e.get("created"), int)
+                      and e["created"] >= from_second]
+            await seen.add(conn.id, recent)
+
+        return record
 
     def start_resuming(self) -> None:
         self._resume = asyncio.create_task(self.resume_backfills(), name="resume-backfills")

@@ -84,8 +84,11 @@ class ReconcileOptions:
 class SeenEvents:
     """Per connection: the ids (and `created`) of events published, in Redis."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str, *, overlap_s: int = 60) -> None:
         self.redis, self.prefix = redis, prefix
+        #: How far below a watermark the reconciler reads (its settle delay): events
+        #: older than a connection's creation minus this are never read again.
+        self.overlap_s = overlap_s
 
     def key(self, connection_id: str) -> str:
         return f"{self.prefix}reconcile:{connection_id}:seen"

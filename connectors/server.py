@@ -157,7 +157,8 @@ def create_app(
                               on_state=lambda up: metrics.producer_up.set(1 if up else 0),
                               prepare=prepare_kafka)
     event_sink: EventSink = sink
-    seen = SeenEvents(redis, settings.topic_prefix)
+    reconcile_options = reconcile_options or ReconcileOptions.from_env()
+    seen = SeenEvents(redis, settings.topic_prefix, overlap_s=reconcile_options.settle_s)
     receiver = WebhookReceiver(store, event_sink, metrics, max_in_flight=max_in_flight,
                                seen=seen)
     async def exists(connection_id: str) -> bool:

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 
 from common.settings import Settings
 from common.stripe_event_types import NEEDED_EVENT_TYPES
+from connectors.backfill import BackfillOptions
 from connectors.reconcile import ReconcileOptions, SeenEvents
 from connectors.server import RECONCILER
 from connectors.signing import sign
@@ -168,3 +169,33 @@ async def test_the_settle_overlap_catches_missed_and_late_listed_events(
     got = await read_events(settings)
     assert sorted((e.event_id, e.source) for e in got) == [
         ("evt_l", "backfill"), ("evt_m", "backfill"), ("evt_w", "webhook")]
+
+
+async def test_the_backfills_tail_is_not_published_again(settings: Settings) -> None:
+    """The backfill reads up to the connection's creation; the reconciler's first window
+    starts a settle delay before it. What the backfill published there counts as seen."""
+    now = int(time.time())
+    fake = StripeLike([stripe_event("evt_tail", now - 10, 1),
+                       stripe_event("evt_old", now - 3600, 0)])
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        fake_url = str(server.make_url("")).rstrip("/")
+        async with running_connector(
+                replace(settings, stripe_api_base=fake_url), start_backfill=True,
+                backfill_options=BackfillOptions(rate_per_s=200, settle_s=0, overlap_s=0),
+                reconcile_options=ReconcileOptions(settle_s=60, rate_per_s=200,
+                                                   interval_s=3600)) as connector:
+            status, created = await connect(connector, webhook_secret="whsec_manual_test")
+            assert status == 201, created
+
+            async def backfilled() -> bool:
+                _, doc = await connector.request("GET", f"/connections/{created['id']}")
+                return isinstance(doc["backfill"], dict) and doc["backfill"]["state"] == "done"
+
+            await async_wait_for(backfilled, 30, interval=0.2, what="the backfill")
+            assert await connector.app[RECONCILER].run_once() == {created["id"]: 0}
+    finally:
+        await server.close()
+    got = await read_events(settings)
+    assert sorted(e.event_id for e in got) == ["evt_old", "evt_tail"]

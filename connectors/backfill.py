@@ -41,7 +41,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,8 @@ __all__ = ["BackfillBusy", "BackfillJob", "BackfillOptions", "BackfillProgress",
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[BackfillProgress], None]
+#: Told the events of each page Kafka acknowledged (the gap repair records them).
+PublishedCallback = Callable[[Sequence[dict[str, Any]]], Awaitable[None]]
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -161,7 +163,8 @@ async def reset_backfill(redis: aioredis.Redis, settings: Settings, connection_i
 async def run_backfill(job: BackfillJob, *, settings: Settings, sink: EventSink,
                        redis: aioredis.Redis,
                        on_progress: ProgressCallback | None = None,
-                       options: BackfillOptions | None = None) -> BackfillProgress:
+                       options: BackfillOptions | None = None,
+                       on_published: PublishedCallback | None = None) -> BackfillProgress:
     """Backfill `job`, resuming from the saved cursor; returns the final progress.
 
     A finished backfill of the same window returns at once (`reset_backfill` to redo).
@@ -169,7 +172,7 @@ async def run_backfill(job: BackfillJob, *, settings: Settings, sink: EventSink,
     the run (`SinkUnavailable`, a Stripe error) after saving `state: failed`.
     """
     return await _Run(job, settings, sink, redis, on_progress,
-                      options or BackfillOptions.from_env()).execute()
+                      options or BackfillOptions.from_env(), on_published).execute()
 
 
 @dataclass
@@ -181,9 +184,11 @@ class _Overflow:
 class _Run:
     def __init__(self, job: BackfillJob, settings: Settings, sink: EventSink,
                  redis: aioredis.Redis, on_progress: ProgressCallback | None,
-                 options: BackfillOptions) -> None:
+                 options: BackfillOptions,
+                 on_published: PublishedCallback | None = None) -> None:
         self.job, self.settings, self.sink, self.redis = job, settings, sink, redis
         self.on_progress, self.opts = on_progress, options
+        self.on_published = on_published
         self.key = progress_key(settings, job.connection_id)
         self.lock_key = f"{self.key}:lock"
         self.types = frozenset(NEEDED_EVENT_TYPES)
@@ -292,6 +297,9 @@ class _Run:
             for start in range(0, len(todo), self.opts.page_size):
                 page = todo[start:start + self.opts.page_size]
                 acked, error = await self._publish(page)
+                if self.on_published is not None and acked:
+                    done = set(acked)
+                    await self.on_published([e for e in page if e.get("id") in done])
                 cursor = advance(cursor, ordered, acked)
                 await self._save(cursor=cursor, published=len(acked))
                 if error is not None:
@@ -331,7 +339,7 @@ class _Run:
             try:
                 listing = await api.client.v1.events.list_async(params=params)
             except stripe.InvalidRequestError as exc:
-                if group is None or not _rejects_types(exc):
+                if group is None or not rejects_types(exc):
                     raise
                 log.info("backfill %s: the Stripe API refuses types[] (%s); listing all "
                          "events and keeping the needed types here",
@@ -426,7 +434,7 @@ class _Run:
         return text.replace(self.job.api_key, "***") if self.job.api_key else text
 
 
-def _rejects_types(exc: stripe.InvalidRequestError) -> bool:
+def rejects_types(exc: stripe.InvalidRequestError) -> bool:
     return exc.param in ("types", "types[]") or "types" in (exc.user_message or "")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,12 @@ from common.auth import principal
 from common.ids import ID_RULE, valid_id
 from common.settings import Settings
 from common.windows import BACKFILL_DAYS
-from connectors.backfill import BackfillJob, BackfillOptions, run_backfill
+from connectors.backfill import BackfillJob, BackfillOptions, PublishedCallback, run_backfill
 from connectors.errors import ConnectorError
+from connectors.health import HealthChecker
 from connectors.metrics import ConnectorMetrics
 from connectors.quotas import ConnectionQuotas, QuotaExceeded
+from connectors.reconcile import SeenEvents
 from connectors.sink import EventSink
 from connectors.store import (
     Connection,
@@ -163,6 +166,12 @@ class ConnectionsApi:
         #: None: no limits (tests of other things); the servers always pass them.
         self.quotas = quotas
         self._resume: asyncio.Task[int] | None = None
+        #: The gap repair's record of published events (set by the server), forgotten
+        #: with the connection.
+        self.seen: SeenEvents | None = None
+        #: Connection health (`connectors.health`): the status `show` reports.
+        self.health = HealthChecker(settings, store, metrics,
+                                    backfill_running=lambda cid: cid in self.backfills)
 
     async def create(self, request: web.Request) -> web.Response:
         if request.content_type != "application/json":
@@ -250,11 +259,28 @@ class ConnectionsApi:
                           until=conn.created_at)
         coro = run_backfill(job, settings=self.settings, sink=self.sink, redis=self.store.redis,
                             on_progress=self.metrics.backfill_progress,
-                            options=self.backfill_options)
+                            options=self.backfill_options,
+                            on_published=self._record_published(conn))
         task = asyncio.create_task(coro, name=f"backfill-{conn.id}")
         self.backfills[conn.id] = task
         task.add_done_callback(functools.partial(self._backfill_done, conn.id))
         return "started"
+
+    def _record_published(self, conn: Connection) -> PublishedCallback | None:
+        """The backfill's tail (events the gap repair's first window reaches: from the
+        connection's creation minus the settle delay) is recorded as seen, so the
+        reconciler does not publish it again; older events are never read again."""
+        seen = self.seen
+        if seen is None:
+            return None
+        from_second = conn.created_at - seen.overlap_s
+
+        async def record(events: Sequence[dict[str, Any]]) -> None:
+            recent = [e for e in events if isinstance(e.get("created"), int)
+                      and e["created"] >= from_second]
+            await seen.add(conn.id, recent)
+
+        return record
 
     def start_resuming(self) -> None:
         self._resume = asyncio.create_task(self.resume_backfills(), name="resume-backfills")
@@ -293,6 +319,7 @@ class ConnectionsApi:
             log.info("backfill of %s already running elsewhere", connection_id)
             return
         self.metrics.backfill_failed.inc()
+        self.health.refresh_soon(connection_id)
         # The backfill persists its cursor; a restart or `segments backfill ID` resumes it.
         log.error("backfill of %s stopped: %s", connection_id, type(exc).__name__)
 
@@ -312,6 +339,7 @@ class ConnectionsApi:
         if conn is None:
             return _json(404, NOT_FOUND)
         doc = conn.public()
+        doc.update((await self.health.health(conn)).to_json())
         doc["backfill"] = await self.store.backfill_progress(conn.id)
         doc["backfill_running"] = conn.id in self.backfills
         return _json(200, doc)
@@ -338,6 +366,9 @@ class ConnectionsApi:
             return _error(503, None, STORE_UNAVAILABLE)
         await self._release(conn.account_id, conn.id)
         self.metrics.forget_connection(conn.id)
+        await self.health.forget(conn.id)
+        if self.seen is not None:
+            await self.seen.forget(conn.id)
         request[LOG_FIELDS] = {"connection_id": conn.id, "webhook_endpoint": outcome}
         return _json(200, {"id": conn.id, "deleted": True, "webhook_endpoint": outcome})
 
@@ -358,6 +389,7 @@ class ConnectionsApi:
             return "not disabled: localstripe unreachable"
 
     async def close(self) -> None:
+        await self.health.stop()
         tasks = list(self.backfills.values())
         if self._resume is not None:
             tasks.append(self._resume)

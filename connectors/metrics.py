@@ -18,7 +18,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from common.stripe_event_types import NEEDED_EVENT_TYPES
 from connectors.backfill_state import BackfillProgress
 
-__all__ = ["CONTENT_TYPE_LATEST", "ConnectorMetrics", "window_ratio"]
+__all__ = ["CONNECTION_STATUSES", "CONTENT_TYPE_LATEST", "ConnectorMetrics", "window_ratio"]
+
+#: What `GET /connections/{id}` may report as `status` (`connectors.health`).
+CONNECTION_STATUSES = ("active", "key_revoked", "permission_missing", "webhook_disabled",
+                       "backfill_failed")
 
 
 def window_ratio(progress: BackfillProgress) -> float:
@@ -126,9 +130,17 @@ class ConnectorMetrics:
             "Backfill runs that stopped on an error (they resume from the saved cursor)",
             registry=self.registry,
         )
+        self.connections = Gauge(
+            "segments_connections",
+            "Connections of this deployment, by health status (connectors.health)",
+            ["status"],
+            registry=self.registry,
+        )
         # Zero-valued series exist from the start, so rates and alerts work at once.
         for reason in REJECT_REASONS:
             self.webhooks_rejected.labels(reason)
+        for status in CONNECTION_STATUSES:
+            self.connections.labels(status)
 
     @staticmethod
     def type_label(event_type: str) -> str:

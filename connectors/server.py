@@ -30,6 +30,7 @@ from common.settings import Settings
 from connectors.connections import ConnectionsApi
 from connectors.metrics import CONTENT_TYPE_LATEST, ConnectorMetrics
 from connectors.quotas import ConnectionQuotas, QuotaLimits
+from connectors.reconcile import ReconcileOptions, Reconciler, SeenEvents
 from connectors.secrets import SecretBox, resolve_secret_key
 from connectors.sink import EventSink
 from connectors.store import ConnectionStore
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 METRICS: web.AppKey[ConnectorMetrics] = web.AppKey("metrics", ConnectorMetrics)
 STORE: web.AppKey[ConnectionStore] = web.AppKey("store", ConnectionStore)
 SINK: web.AppKey[SupervisedSink] = web.AppKey("sink", SupervisedSink)
+RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
 CONNECTIONS: web.AppKey[ConnectionsApi] = web.AppKey("connections", ConnectionsApi)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 #: Routes of the admin port answered without a token: they carry no account's data.
@@ -129,12 +131,17 @@ def create_app(
     max_in_flight: int = 512,
     backfill_options: BackfillOptions | None = None,
     limits: QuotaLimits | None = None,
+    check_health: bool = True,
+    reconcile: bool = True,
+    reconcile_options: ReconcileOptions | None = None,
 ) -> web.Application:
     """The public app (webhooks only); `prepare_kafka` (e.g. ensure_topics) runs before
     the producer. `create_admin_app` adds the internal listener's app over the same state.
 
     `backfill_options` tunes the backfills it starts, `limits` the quotas of
-    `POST /connections` (both default: from the environment).
+    `POST /connections` (both default: from the environment). `check_health` runs the
+    periodic connection health checker (`connectors.health`), `reconcile` the gap repair
+    (`connectors.reconcile`, at start and every `reconcile_options.interval_s`).
     """
     guard_stripe_logging()
     metrics = ConnectorMetrics()
@@ -150,7 +157,10 @@ def create_app(
                               on_state=lambda up: metrics.producer_up.set(1 if up else 0),
                               prepare=prepare_kafka)
     event_sink: EventSink = sink
-    receiver = WebhookReceiver(store, event_sink, metrics, max_in_flight=max_in_flight)
+    reconcile_options = reconcile_options or ReconcileOptions.from_env()
+    seen = SeenEvents(redis, settings.topic_prefix, overlap_s=reconcile_options.settle_s)
+    receiver = WebhookReceiver(store, event_sink, metrics, max_in_flight=max_in_flight,
+                               seen=seen)
     async def exists(connection_id: str) -> bool:
         return await store.get(connection_id) is not None
 
@@ -164,6 +174,8 @@ def create_app(
     app = application([summary_middleware(metrics)])
     app[METRICS], app[STORE], app[SINK], app[CONNECTIONS] = metrics, store, sink, connections
     app[SETTINGS] = settings
+    app[RECONCILER] = Reconciler(settings, store, event_sink, seen, reconcile_options)
+    connections.seen = seen
     app.router.add_post("/webhooks/stripe/{connection_id}", receiver.handle,
                         expect_handler=expect_handler)
 
@@ -172,7 +184,12 @@ def create_app(
         await app[SINK].start()
         if start_backfill:
             app[CONNECTIONS].start_resuming()
+        if check_health:
+            app[CONNECTIONS].health.start()
+        if reconcile:
+            app[RECONCILER].start()
         yield
+        await app[RECONCILER].stop()
         await app[CONNECTIONS].close()
         await app[SINK].stop()
         await app[STORE].stop()

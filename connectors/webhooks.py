@@ -16,6 +16,7 @@ cannot take it the answer is 503 and Stripe delivers it again later.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,10 +24,12 @@ from typing import Any
 import orjson
 import stripe
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from common.stripe_event_types import NEEDED_EVENT_TYPES
 from connectors.contract import RawEvent
 from connectors.metrics import ConnectorMetrics
+from connectors.reconcile import SeenEvents
 from connectors.sink import (
     EventSink,
     RecordTooLarge,
@@ -128,8 +131,11 @@ class WebhookReceiver:
         *,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         max_in_flight: int = 512,
+        seen: SeenEvents | None = None,
     ) -> None:
         self.store = store
+        #: Where published events are recorded for the gap repair (`connectors.reconcile`).
+        self.seen = seen
         self.sink = sink
         self.metrics = metrics
         self.clock_ms = clock_ms
@@ -212,4 +218,9 @@ class WebhookReceiver:
             return _answer(503, error="event store unavailable; retry later")
         self.metrics.publish_duration.observe(time.perf_counter() - started)
         self.metrics.received(event_type, "published")
+        if self.seen is not None:
+            # Not recorded: the reconciler publishes it once more; duplicates collapse
+            # downstream by event and fact id.
+            with contextlib.suppress(RedisError):
+                await self.seen.add(conn.id, [event])
         return _answer(200, received=True)

@@ -74,6 +74,9 @@ async def running_connector(settings: Settings, *, wait_kafka: bool = True,
     port = free_port()
     settings = replace(settings, public_url=f"http://127.0.0.1:{port}", connector_port=port)
     kw.setdefault("start_backfill", False)
+    # Background rounds against Stripe only where a test asks for them.
+    kw.setdefault("check_health", False)
+    kw.setdefault("reconcile", False)
     app = create_app(settings, **kw)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     admin = web.AppRunner(create_admin_app(app), access_log=None, shutdown_timeout=2)

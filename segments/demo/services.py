@@ -20,6 +20,7 @@ from aiohttp import web
 from common.http import runner as http_runner
 from common.settings import Settings
 from connectors.backfill import BackfillOptions
+from connectors.reconcile import ReconcileOptions
 from connectors.server import create_admin_app, create_app
 from segments.envelope_check import connector_connection_accounts
 from segments.localstripe import LocalStripe
@@ -95,7 +96,8 @@ class DemoServices:
         # localstripe is local and consistent at once, on this host's clock: no rate limit,
         # no settle delay, no overlap.
         options = BackfillOptions(rate_per_s=200.0, settle_s=0, overlap_s=0, log_every_s=2.0)
-        app = create_app(settings, backfill_options=options)
+        app = create_app(settings, backfill_options=options,
+                         reconcile_options=ReconcileOptions(settle_s=0, rate_per_s=200.0))
         runner = http_runner(app, shutdown_timeout=5.0)
         admin = http_runner(create_admin_app(app), shutdown_timeout=5.0)
         started: list[web.AppRunner] = []

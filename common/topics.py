@@ -98,14 +98,18 @@ def min_insync_replicas(replication_factor: int) -> int | None:
 #: Which process reads and writes which topic (names before the prefix): what each one
 #: declares at start, and the ACLs a secured cluster grants it (segments/stack/acls.py,
 #: README "Deploying on a secured cluster").
-CONNECTOR_WRITES: tuple[str, ...] = (EVENTS_TOPIC,)
+#: The connector writes raw events, and erasure records when a connection is purged.
+CONNECTOR_WRITES: tuple[str, ...] = (EVENTS_TOPIC, CONTROL_TOPIC)
 STATE_TOPICS: tuple[str, ...] = tuple(state_topic(name) for name in STATE_NAMES)
 WORKER_READS: tuple[str, ...] = (EVENTS_TOPIC, BY_CHARGE_TOPIC, FACTS_TOPIC, CONTROL_TOPIC,
                                  RULES_TOPIC, *STATE_TOPICS)
 WORKER_WRITES: tuple[str, ...] = (FACTS_TOPIC, DLQ_TOPIC, BY_CHARGE_TOPIC, CONTROL_TOPIC,
-                                  MEMBERSHIP_TOPIC, MEMBERS_TOPIC, *STATE_TOPICS)
+                                  MEMBERSHIP_TOPIC, MEMBERS_TOPIC, STATUS_TOPIC,
+                                  *STATE_TOPICS)
 WORKER_TOPICS: tuple[str, ...] = tuple(dict.fromkeys((*WORKER_READS, *WORKER_WRITES)))
-API_READS: tuple[str, ...] = (MEMBERSHIP_TOPIC, MEMBERS_TOPIC, RULES_TOPIC)
+API_READS: tuple[str, ...] = (MEMBERSHIP_TOPIC, MEMBERS_TOPIC, RULES_TOPIC, STATUS_TOPIC)
+#: Rules over HTTP (transactional writes), and erasure records (`forget`).
+API_WRITES: tuple[str, ...] = (RULES_TOPIC, CONTROL_TOPIC)
 
 
 def topic_configs(spec: TopicSpec, replication_factor: int = 1) -> dict[str, str]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from common.auth import principal
 from common.ids import ID_RULE, valid_id
@@ -31,6 +32,7 @@ from connectors.backfill import BackfillJob, BackfillOptions, PublishedCallback,
 from connectors.errors import ConnectorError
 from connectors.health import HealthChecker
 from connectors.metrics import ConnectorMetrics
+from connectors.purge import request_purge
 from connectors.quotas import ConnectionQuotas, QuotaExceeded
 from connectors.reconcile import SeenEvents
 from connectors.sink import EventSink
@@ -351,6 +353,26 @@ class ConnectionsApi:
             return _error(503, None, STORE_UNAVAILABLE)
         if conn is None:
             return _json(404, NOT_FOUND)
+        purge = request.query.get("purge", "").lower() in ("1", "true", "yes")
+        purged = 0
+        if purge:
+            try:
+                others = [c for c in [await self.store.get(i) for i in await self.store.list_ids()]
+                          if c is not None and c.account_id == conn.account_id
+                          and c.id != conn.id]
+            except ConnectionStoreUnavailable:
+                return _error(503, None, STORE_UNAVAILABLE)
+            if others:
+                return _error(409, "purge", "the account has other connections, which feed the "
+                              "same contacts; delete them first (or delete without purge)")
+            # Sent first: if Kafka refuses, nothing is deleted and the call can be retried
+            # (a purge sent twice erases nothing more).
+            try:
+                purged = await request_purge(self.settings, conn.account_id, [conn.id])
+            except (KafkaError, OSError) as exc:
+                log.error("purge of %s not sent: %s", conn.account_id, type(exc).__name__)
+                return _error(503, "purge", "the event store is unavailable; nothing was "
+                              "deleted, retry later")
         task = self.backfills.pop(conn.id, None)
         if task is not None:
             task.cancel()
@@ -370,7 +392,10 @@ class ConnectionsApi:
         if self.seen is not None:
             await self.seen.forget(conn.id)
         request[LOG_FIELDS] = {"connection_id": conn.id, "webhook_endpoint": outcome}
-        return _json(200, {"id": conn.id, "deleted": True, "webhook_endpoint": outcome})
+        answer: dict[str, Any] = {"id": conn.id, "deleted": True, "webhook_endpoint": outcome}
+        if purge:
+            answer["purge_partitions"] = purged
+        return _json(200, answer)
 
     async def _disable_localstripe(self, connection_id: str) -> str:
         """localstripe cannot unregister; point the hook at an event type that never fires."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common import kafka
+from common.control import forget_record
 from common.emails import normalize_email
 from common.redis_client import redis_client
 from common.settings import Settings
@@ -21,7 +22,6 @@ from common.topics import CONTROL_TOPIC
 from connectors.secrets import SecretBox, resolve_secret_key
 from connectors.store import ConnectionStore
 from serving.errors import ServingError
-from stream.erasure import forget_record
 from stream.facts import contact_key
 
 

@@ -23,33 +23,26 @@ usual. Dedup entries (`seen`: account + fact id) and refunds waiting for their p
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from common.control import FORGET, forget_record
 from common.keys import split
 
-FORGET = "forget"
-
-
-def forget_record(account_id: str, email: str, connection_ids: Sequence[str]) -> bytes:
-    """The `segments.control` value that erases `email` within `account_id`."""
-    return orjson.dumps({"k": FORGET, "account_id": account_id, "email": email,
-                         "connections": sorted(connection_ids)})
-
+__all__ = ["FORGET", "ForgetRequest", "erase_classify_state", "forget_record"]
 
 @dataclass(frozen=True)
 class ForgetRequest:
     account_id: str
-    email: str
+    #: None: every contact of the account (a purge, `DELETE /connections/{id}?purge=true`).
+    email: str | None
     connections: frozenset[str]
 
     @classmethod
     def from_control(cls, doc: dict[str, Any]) -> ForgetRequest:
         account, email, connections = doc["account_id"], doc["email"], doc["connections"]
-        if not (isinstance(account, str) and isinstance(email, str)
+        if not (isinstance(account, str) and (email is None or isinstance(email, str))
                 and isinstance(connections, list)
                 and all(isinstance(c, str) for c in connections)):
             raise ValueError("malformed forget record")
@@ -68,14 +61,16 @@ def erase_classify_state(request: ForgetRequest, customers: MutableMapping[str, 
     """Delete the email's customer entries (and their parked occurrences) and charge
     payers of the request's connections; returns how many entries went."""
     removed = 0
-    for key in [k for k, v in customers.items() if _customer_email(v) == request.email
+    everyone = request.email is None
+    for key in [k for k, v in customers.items()
+                if (everyone or _customer_email(v) == request.email)
                 and k.split(":", 1)[0] in request.connections]:
         del customers[key]
         removed += 1
         if parked.pop(key, None) is not None:
             removed += 1
     for key in [k for k, v in charges.items()
-                if isinstance(v, dict) and v.get("email") == request.email
+                if isinstance(v, dict) and (everyone or v.get("email") == request.email)
                 and split(k, 2)[0] in request.connections]:
         del charges[key]
         removed += 1

@@ -393,25 +393,31 @@ class Pipeline:
             self._publish(changes, out)
 
     def _forget(self, partition_state: PartitionState, request: ForgetRequest, out: Outbox) -> None:
-        """Erase one person from this partition (stream.erasure), in its transaction."""
+        """Erase one person (or, with no email, every contact of the account) from this
+        partition (stream.erasure), in its transaction."""
         p = partition_state.partition
         removed = erase_classify_state(request, self.customers.view(p), self.parked.view(p),
                                        self.charges.view(p))
-        key = contact_key(request.account_id, request.email).decode()
+        if request.email is None:
+            keys = sorted(partition_state.contacts_by_account.get(request.account_id, ()))
+        else:
+            keys = [contact_key(request.account_id, request.email).decode()]
         view = self.contacts.view(p)
-        contact = view.get(key)
-        if contact is not None:
-            now = self.clock()
+        now = iso(self.clock())
+        for key in keys:
+            contact = view.get(key)
+            if contact is None:
+                continue
             # `members` maps each segment to the rule version it was decided under.
             self._publish([MembershipChange(contact.account_id, segment_id, contact.email,
-                                            "left", iso(now), "erased", None, version,
-                                            iso(now))
+                                            "left", now, "erased", None, version, now)
                            for segment_id, version in sorted(contact.members.items())], out)
             del view[key]
             partition_state.untrack(key, contact.account_id)
             removed += 1
-        log.info("partition %d: erased a contact of %s (%d entries)", p,
-                 request.account_id, removed)
+        log.info("partition %d: erased %s of %s (%d entries)", p,
+                 "a contact" if request.email else "every contact", request.account_id,
+                 removed)
 
     def _rule(self, partition_state: PartitionState, rule_key: str, change: RuleChange,
               out: Outbox) -> None:

@@ -19,6 +19,8 @@ from common import kafka
 from common.settings import Settings
 from common.topics import (
     API_READS,
+    API_WRITES,
+    CONNECTIONS_TOPIC,
     CONNECTOR_WRITES,
     TOPICS,
     WORKER_READS,
@@ -36,9 +38,6 @@ PATTERN_TYPES = {"literal": 3, "prefixed": 4}
 OPERATIONS = {"read": 3, "write": 4, "create": 5, "describe": 8}
 ALLOW = 3
 
-#: The topic the connections' system of record moves to (issue 16, in progress
-#: elsewhere): the connector owns it. Granted ahead; an ACL may name a missing topic.
-CONNECTIONS_TOPIC = "segments.connections"
 
 
 class AclError(KafkaTopicError):
@@ -86,6 +85,13 @@ def service_acls(settings: Settings, users: Mapping[str, str] | None = None) -> 
         # The query API: the change feed, current members (rebuilds) and rules.
         *_topics(api, settings, API_READS, "read"),
         Acl(api, "group", read_model_group(settings), "read"),
+        # Rules over HTTP write transactionally (one transactional id per segment,
+        # serving.rules_store), and erasure records go to segments.control.
+        *_topics(api, settings, API_WRITES, "write"),
+        Acl(api, "transactional-id", f"{settings.topic_prefix}segments-rules:", "write",
+            "prefixed"),
+        Acl(api, "transactional-id", f"{settings.topic_prefix}segments-rules:", "describe",
+            "prefixed"),
     ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -32,6 +33,7 @@ from serving.erasure import forget
 from serving.server import ApiProcess
 from stream.app import StreamOptions, create_app
 from tests import stripe_events as se
+from tests.connector_harness import running_connector
 from tests.drain import read_to_end, wait_processed
 from tests.integration.test_pipeline import Topics, rule
 from tests.tokens import ADMIN, bearer
@@ -198,4 +200,67 @@ async def test_forget_erases_one_person_everywhere(settings: Settings, topics: T
         async with http.get(f"{api.url}/accounts/acme/contacts/{ANN}/segments",
                             headers=ADMIN) as resp:
             assert (await resp.json())["segments"] == []
+        assert await members(http, api, "globex") == [ANN]
+
+
+async def test_purging_a_connection_erases_everything_of_its_account(
+        settings: Settings, topics: Topics, redis: aioredis.Redis) -> None:
+    """`DELETE /connections/{id}?purge=true` on the connector's internal port: refused
+    while the account has another connection; then every contact of the account is gone
+    from the workers' state, `segments.members`, Redis and the API; another account's
+    contacts stay."""
+    app = create_app(settings, StreamOptions(tick_interval=0.2))
+    async with running_connector(settings) as connector, running(app), \
+            ApiProcess(settings, port=0) as api, aiohttp.ClientSession() as http:
+        ids = {"acme": new_connection_id(), "globex": new_connection_id(),
+               "acme-2": new_connection_id()}
+        for name, connection_id in ids.items():
+            await connector.store.create(
+                connection_id=connection_id, account_id=name.split("-")[0],
+                api_key="sk_test_purge_0123456789", webhook_secret="whsec_purge_0123456789",
+                registration="manual", webhook_endpoint_id=None)
+        for account in ("acme", "globex"):
+            await topics.rule(rule("vip", "charge_succeeded",
+                                   {"field": "amount", "op": "gt", "value": "50"},
+                                   account=account), account, "vip")
+        now = int(time.time())
+        for email, account in ((ANN, "acme"), ("bob@example.com", "acme"), (ANN, "globex")):
+            await topics.raw(se.event("charge.succeeded", se.charge(
+                amount=9_000, billing_email=email, created=now), created=now),
+                account=account, connection=ids[account])
+
+        async def everyone_in() -> bool:
+            return (await members(http, api, "acme"), await members(http, api, "globex")) \
+                == ([ANN, "bob@example.com"], [ANN])
+
+        await async_wait_for(everyone_in, 60, what="both accounts' members")
+        group = f"{settings.topic_prefix}segments"
+        await wait_processed(settings, group, [
+            settings.topic(t) for t in (EVENTS_TOPIC, BY_CHARGE_TOPIC, FACTS_TOPIC)])
+
+        def delete(name: str, query: str = "?purge=true") -> Any:
+            return http.delete(f"{connector.admin_url}/connections/{ids[name]}{query}",
+                               headers=bearer("acme", "globex"))
+
+        async with delete("acme") as resp:
+            assert resp.status == 409  # acme-2 still feeds acme's contacts
+        async with delete("acme-2", "") as resp:
+            assert resp.status == 200
+        async with delete("acme") as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["purge_partitions"] == settings.partitions
+
+        async def acme_empty() -> bool:
+            return await members(http, api, "acme") == []
+
+        await async_wait_for(acme_empty, 60, what="acme's members gone")
+        await wait_processed(settings, group, [settings.topic(CONTROL_TOPIC)])
+        assert await read_to_end(settings, settings.topic(DLQ_TOPIC)) == []
+        for topic in (MEMBERS_TOPIC, *(state_topic(n) for n in STATE_NAMES)):
+            assert await latest_naming(settings, topic, "bob@example.com") == [], topic
+            naming = await latest_naming(settings, topic, ANN)
+            assert all("globex" in k or ids["globex"] in k for k in naming), (topic, naming)
+        assert await latest_naming(settings, state_topic("contacts"), ANN)  # globex's
+        assert await redis_naming(redis, settings.topic_prefix, "bob@example.com") == []
+        assert all("globex" in k for k in await redis_naming(redis, settings.topic_prefix, ANN))
         assert await members(http, api, "globex") == [ANN]

@@ -86,10 +86,16 @@ def test_each_service_gets_only_its_own_grants() -> None:
     assert (worker, "transactional-id", "p.segments-", "write", "prefixed") in grants
     assert (api, "topic", "p.segments.membership", "read", "literal") in grants
     assert (api, "group", "p.segments-read-model", "read", "literal") in grants
-    # Nobody but the connector writes raw events; the API writes nothing; no service
-    # may create topics or touch the cluster (the admin does).
+    # The worker marks applied rules; the API reads the marks, writes rules (with its
+    # own transactional ids) and erasure records, and nothing else.
+    assert (worker, "topic", "p.segments.status", "write", "literal") in grants
+    assert (api, "topic", "p.segments.status", "read", "literal") in grants
+    assert (api, "transactional-id", "p.segments-rules:", "write", "prefixed") in grants
+    api_writes = {a.name for a in acls if a.principal == api and a.operation == "write"}
+    assert api_writes == {"p.segments.rules", "p.segments.control", "p.segments-rules:"}
+    # Nobody but the connector writes raw events; no service may create topics or touch
+    # the cluster (the admin does).
     writers = {a.principal for a in acls if a.name == "p.stripe.events" and a.operation == "write"}
     assert writers == {connector}
-    assert not [a for a in acls if a.principal == api and a.operation != "read"]
     assert not [a for a in acls if a.operation == "create" or a.resource == "cluster"]
     assert all(a.name.startswith("p.") for a in acls)

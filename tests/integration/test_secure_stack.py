@@ -57,6 +57,7 @@ from tests.integration.test_pipeline import Topics
 from tests.localstripe_server import free_port
 from tests.reliability.test_broker_loss import free_base_port
 from tests.stripe_signing import sign
+from tests.tokens import TEST_AUTH_SECRET, bearer
 from tests.waiting import async_wait_for
 
 #: `make test-secure` (which `make test` runs after the rest): starting a secured broker
@@ -97,7 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
 async def deployment(stack: SecureStack) -> Settings:
     """A fresh topic prefix with its topics and ACLs; the admin's settings."""
     base = Settings(topic_prefix=f"s{uuid.uuid4().hex[:8]}.", partitions=2,
-                    secret_key=TEST_SECRET_KEY)
+                    secret_key=TEST_SECRET_KEY, auth_secret=TEST_AUTH_SECRET)
     admin = stack.settings(ADMIN, base)
     await provision(admin)
     return admin
@@ -109,7 +110,7 @@ def start_worker(stack: SecureStack, settings: Settings, log: Path) -> subproces
            if not k.startswith("KAFKA_") and k != "REDIS_URL"}
     env.update(stack.env(WORKER), SEGMENTS_TOPIC_PREFIX=settings.topic_prefix,
                SEGMENTS_PARTITIONS=str(settings.partitions),
-               SEGMENTS_SECRET_KEY=TEST_SECRET_KEY)
+               SEGMENTS_SECRET_KEY=TEST_SECRET_KEY, SEGMENTS_AUTH_SECRET=TEST_AUTH_SECRET)
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "segments.cli", "worker", "--loglevel", "warning"],
@@ -148,7 +149,7 @@ async def test_pipeline_over_sasl_ssl_and_a_forged_envelope_is_dead_lettered(
 
             async def segments_of(account: str, email: str) -> list[str]:
                 url = f"{api.url}/accounts/{account}/contacts/{email}/segments"
-                async with http.get(url) as resp:
+                async with http.get(url, headers=bearer(account)) as resp:
                     assert resp.status == 200, await resp.text()
                     return [s["segment_id"] for s in (await resp.json())["segments"]]
 

@@ -61,7 +61,7 @@ from tests.chaos import oracle
 from tests.drain import committed_offsets, read_to_end, wait_processed
 from tests.integration.test_pipeline import rule
 from tests.reliability.test_broker_loss import QuickRestartKafka, cluster  # noqa: F401
-from tests.waiting import async_wait_for
+from tests.waiting import TimedOut, async_wait_for
 
 SCALE_NAME = os.environ.get("CHAOS_SCALE", "ci")
 # The suite's 300 s per-test limit is for the CI setting; the full one runs longer.
@@ -165,6 +165,8 @@ class Chaos:
     async def owners_committed(self, timeout: float = 120) -> None:
         """Every input partition's committed offset moved since the last kill: whoever
         owns it now (the killed worker's successor included) committed a transaction."""
+        behind: dict[int, tuple[int, int]] = {}
+
         async def advanced() -> bool:
             self.supervise()
             try:
@@ -173,10 +175,18 @@ class Chaos:
                 if not exc.retriable:
                     raise
                 return False
-            return all(now[tp] > self.at_last_kill[tp] for tp in self.inputs)
+            behind.clear()
+            behind.update({tp.partition: (self.at_last_kill[tp], now[tp])
+                           for tp in self.inputs if now[tp] <= self.at_last_kill[tp]})
+            return not behind
 
-        await async_wait_for(advanced, timeout, interval=0.3,
-                             what="every input partition committed since the last kill")
+        try:
+            await async_wait_for(advanced, timeout, interval=0.3,
+                                 what="every input partition committed since the last kill")
+        except TimedOut:
+            raise TimedOut(f"kill {len(self.open_at_kill) + 1}: partitions with no commit "
+                           f"since the last kill (committed then, now): {behind}; "
+                           f"{self.restarts} worker restarts so far") from None
 
     async def commits(self) -> dict[TopicPartition, int] | None:
         try:
@@ -223,7 +233,19 @@ class Chaos:
         await admin.start()
         try:
             txn_id = f"{self.group}-{n % self.s.partitions}"
-            coordinator = await admin.find_coordinator(txn_id, coordinator_type=1)
+
+            async def coordinator_now() -> int | None:
+                try:
+                    found: int = await admin.find_coordinator(txn_id, coordinator_type=1)
+                except KafkaError as exc:  # not loaded yet (first transaction, a move)
+                    if not exc.retriable:
+                        raise
+                    return None
+                return found
+
+            coordinator = await async_wait_for(coordinator_now, 60, interval=0.5,
+                                               what=f"the coordinator of {txn_id}")
+            assert coordinator is not None
             ours = [self.s.topic(t) for t in (EVENTS_TOPIC, FACTS_TOPIC, MEMBERSHIP_TOPIC,
                                                MEMBERS_TOPIC)]
             before = await leaders(admin, ours)

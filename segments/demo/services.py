@@ -21,9 +21,10 @@ from common.http import runner as http_runner
 from common.settings import Settings
 from connectors.backfill import BackfillOptions
 from connectors.reconcile import ReconcileOptions
-from connectors.server import create_admin_app, create_app
+from connectors.server import SINK, STORE, create_admin_app, create_app
 from segments.envelope_check import connector_connection_accounts
 from segments.localstripe import LocalStripe
+from segments.stack import StackError
 from serving.server import ApiProcess
 from stream.app import StreamOptions
 from stream.app import create_app as create_worker
@@ -117,6 +118,10 @@ class DemoServices:
         chosen = usable_port(admin_port)
         await web.TCPSite(admin, "127.0.0.1", chosen).start()
         self.connector_admin_url = f"http://127.0.0.1:{chosen}"
+        # Connections are read from segments.connections before any is served or created
+        # (a POST meanwhile answers 503): the demo connects once they are loaded.
+        if not await app[STORE].wait_loaded(60) or not await app[SINK].wait_connected(60):
+            raise StackError("the connector did not reach Kafka within 60 s")
         return self.connector_url, self.connector_admin_url
 
     def running(self) -> list[str]:

@@ -28,9 +28,9 @@ from bench import common, dataset
 from bench.bench_throughput import rule_messages
 from common.settings import Settings
 from stream.options import StreamOptions
+from stream.outbox import Outbox
 from stream.partitioning import partition_for
 from stream.pipeline import Pipeline
-from stream.runtime import Outbox
 
 PARTITIONS = common.PARTITIONS
 #: Records per batch: the runtime's fetches hand over up to this many per partition.

@@ -69,8 +69,8 @@ from stream.membership import (
 )
 from stream.metrics import StreamMetrics
 from stream.options import StreamOptions
+from stream.outbox import Outbox, Written
 from stream.partition_state import PartitionState, rule_from_doc
-from stream.runtime import Outbox
 from stream.state import JSON, RAW, Codec, State, recover_all
 from stream.status import StatusMarker
 
@@ -117,6 +117,8 @@ class Pipeline:
         #: rule key -> when its version in force came into force (`at` of `fact` changes).
         self.rule_times = self._state("rule_times")
         self.partitions: dict[int, PartitionState] = {}
+        #: Indexes of partitions given up cleanly, in case they come back unchanged.
+        self.kept: dict[int, PartitionState] = {}
         self.last_sweep: dict[int, int] = {}
         #: partition -> (contact keys left in this sweep round, when the round started)
         self.contact_sweep: dict[int, tuple[list[str], int]] = {}
@@ -132,23 +134,37 @@ class Pipeline:
     # -- the runtime's interface -----------------------------------------------------
 
     async def assigned(self, partitions: list[int]) -> None:
-        await recover_all(self.states, partitions)
-        self.adopt(partitions)
+        changed = await recover_all(self.states, partitions)
+        kept = {p: self.kept.pop(p) for p in partitions
+                if p in self.kept and p not in changed}
+        self.adopt([p for p in partitions if p not in kept])
+        self.partitions.update(kept)
+        if kept:
+            log.info("partitions %s: state kept since the last rebalance", sorted(kept))
 
     def adopt(self, partitions: list[int]) -> None:
         """Index partitions whose state is loaded (recovered, or empty in unit tests)."""
-        for p in partitions:
+        for partition in partitions:
+            self.kept.pop(partition, None)
             for store in self.states:
-                store.data.setdefault(p, {})
-            self.partitions[p] = self._rebuild(p)
+                store.data.setdefault(partition, {})
+            self.partitions[partition] = self._rebuild(partition)
+
+    def suspended(self, partitions: list[int], written: Written) -> None:
+        for partition in partitions:
+            for store in self.states:
+                store.suspend(partition, written.get((store.topic, partition)))
+            if (partition_state := self.partitions.pop(partition, None)) is not None:
+                self.kept[partition] = partition_state
 
     def revoked(self, partitions: list[int]) -> None:
         for store in self.states:
             store.forget(partitions)
-        for p in partitions:
-            self.partitions.pop(p, None)
-            self.last_sweep.pop(p, None)
-            self.contact_sweep.pop(p, None)
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+            self.kept.pop(partition, None)
+            self.last_sweep.pop(partition, None)
+            self.contact_sweep.pop(partition, None)
 
     async def process(self, partition: int, topic: str, records: list[Any],
                       out: Outbox) -> None:

@@ -20,6 +20,13 @@ module is the part of Kafka Streams' model the pipeline needs, written out plain
   producer `{group}-{p}`, which fences the previous owner and aborts any transaction it
   left open. Only then is p's state recovered (read_committed, to the last stable
   offset), so no half-written state is ever read.
+- A rebalance moves as little as it can (`stream.assignor`: sticky, co-partitioned) and
+  restores as little as it can: a task that stopped cleanly leaves its state in memory
+  with where its last writes ended, and if the worker gets the partition back, its
+  recovery reads the changelog from there (nothing, unless another worker wrote in
+  between) instead of from the start.
+- A task that lost its partition or its transaction (`stream.task`) drops its state and
+  the worker rejoins the group; it does not exit.
 - A task commits at most every `commit_interval` seconds while records keep coming, so
   a busy task writes few, large transactions and an idle one commits right away.
 - The clock: each task calls the handler's `tick` every `tick_interval`, in its transaction.
@@ -34,283 +41,28 @@ import asyncio
 import contextlib
 import gc
 import logging
-import random
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError
 
 from common import kafka
 from common.settings import Settings
+from stream.assignor import StickyTaskAssignor
 from stream.errors import StreamError
-from stream.partitioning import partition_for
+from stream.outbox import Processor
+from stream.task import FETCH_RECORDS, MAX_QUEUED_BATCHES, Task
 
 log = logging.getLogger(__name__)
 
-#: Batches a task may have queued before its partitions are paused (backpressure).
-MAX_QUEUED_BATCHES = 8
-#: Records fetched per `getmany`.
-FETCH_RECORDS = 2000
 #: Largest record batch the producers build (the broker takes 1 MiB by default).
 BATCH_BYTES = 512 * 1024
 
 
-@dataclass(slots=True)
-class Outbox:
-    """What a task produced while processing: sent and committed by the runtime."""
-
-    messages: list[tuple[str, bytes | None, bytes | None, int | None,
-                         list[tuple[str, bytes]] | None]] = field(default_factory=list)
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
-        # An exact-size copy: orjson's result holds a 4 KiB buffer whatever its length
-        # (orjson#483), and one batch can hold 100,000 messages (a rule recompute).
-        if value is not None:
-            value = bytes(memoryview(value))
-        self.messages.append((topic, key, value, partition, headers))
-
-
-class Processor(Protocol):
-    """The pipeline the runtime drives (see `stream.pipeline`)."""
-
-    topics: Sequence[str]
-
-    async def assigned(self, partitions: list[int]) -> None:
-        """Recover the state of these partition numbers (their producers are fenced)."""
-
-    def revoked(self, partitions: list[int]) -> None:
-        """Forget these partitions: another worker may change their state from now on."""
-
-    async def process(self, partition: int, topic: str, records: list[Any],
-                      out: Outbox) -> None:
-        """Handle a batch of one topic-partition's records, in order."""
-
-    async def tick(self, partition: int, out: Outbox) -> None:
-        """The clock moved on: time-driven work of this partition."""
-
-    def state_writes(self, partition: int, out: Outbox) -> None:
-        """Add the partition's pending state changelog writes to `out`."""
-
-
 class RuntimeFailed(StreamError, RuntimeError):
     """A task failed in a way the handler did not turn into a dead letter."""
-
-
-class _Task:
-    """The work of one partition number: a queue of fetched batches and a loop."""
-
-    def __init__(self, runtime: StreamRuntime, partition: int, producer: Any) -> None:
-        self.runtime = runtime
-        self.partition = partition
-        self.producer = producer
-        #: (topic-partition, records, the consumer's position after them)
-        self.queue: asyncio.Queue[tuple[Any, list[Any], int]] = asyncio.Queue()
-        self.paused: set[Any] = set()
-        #: Next offset to process per topic-partition; older records are replays.
-        self.next_offset: dict[Any, int] = {}
-        self.uncommitted: dict[Any, int] = {}
-        self.pending: list[asyncio.Future[Any]] = []
-        #: At-least-once: the latest background acknowledgement and offset commit.
-        self.committing: asyncio.Task[None] | None = None
-        self.stopping = False
-        self.busy = False
-        self.task: asyncio.Task[None] | None = None
-        self.txn_started: float | None = None
-        self.last_tick = 0.0
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"segments-task-{self.partition}")
-
-    async def stop(self) -> None:
-        """Finish the batch in hand, commit all processed, and end: nothing replays
-        (queued batches are dropped uncommitted: the next owner reads them)."""
-        self.stopping = True
-        if self.task is None:
-            return
-        if idle := not self.busy:
-            self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        if idle and self.runtime.failed is None:
-            # Cancelled while waiting: under at-least-once its last offsets may wait
-            # for the commit interval (under exactly-once nothing is open when idle).
-            try:
-                await self._commit(final=True)
-            except Exception as exc:  # the partition is read again, as after a crash
-                log.warning("partition %d: final commit failed: %r", self.partition, exc)
-        elif self.committing is not None:  # its commits still land
-            with contextlib.suppress(Exception):
-                await self.committing
-
-    async def _run(self) -> None:
-        runtime = self.runtime
-        try:
-            while not self.stopping:
-                item = await self._next(self._wait_seconds())
-                self.busy = True
-                out = Outbox()
-                count = 0
-                while item is not None:
-                    count += await self._process(item, out)
-                    if count >= FETCH_RECORDS or self.queue.empty():
-                        break
-                    item = self.queue.get_nowait()
-                self._maybe_resume()
-                now = time.monotonic()
-                if now - self.last_tick >= runtime.tick_interval:
-                    self.last_tick = now
-                    await runtime.handler.tick(self.partition, out)
-                runtime.handler.state_writes(self.partition, out)
-                await self._send(out)
-                if self._commit_due():
-                    await self._commit()
-                self.busy = False
-            self.busy = True
-            await self._commit(final=True)
-        except asyncio.CancelledError:
-            if self.busy:
-                raise
-        except Exception as exc:
-            log.exception("partition %d failed", self.partition)
-            runtime.fail(exc)
-        finally:
-            self.busy = False
-
-    def _wait_seconds(self) -> float:
-        runtime = self.runtime
-        waits = [runtime.tick_interval - (time.monotonic() - self.last_tick)]
-        if self.txn_started is not None:
-            waits.append(runtime.commit_interval - (time.monotonic() - self.txn_started))
-        return max(0.0, min(waits))
-
-    async def _next(self, timeout: float) -> tuple[Any, list[Any], int] | None:
-        if not self.queue.empty():
-            return self.queue.get_nowait()
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.queue.get()
-        except TimeoutError:
-            return None
-
-    async def _process(self, item: tuple[Any, list[Any], int], out: Outbox) -> int:
-        tp, records, position = item
-        start = self.next_offset.get(tp)
-        if start is not None:
-            records = [r for r in records if r.offset >= start]
-        if not records:
-            return 0
-        await self.runtime.handler.process(self.partition, tp.topic, records, out)
-        # The position, not the last offset + 1: it is past the transaction markers
-        # that follow the records, so a caught-up group shows no lag.
-        self.next_offset[tp] = self.uncommitted[tp] = max(position, records[-1].offset + 1)
-        if self.txn_started is None:
-            self.txn_started = time.monotonic()
-        return len(records)
-
-    def _maybe_resume(self) -> None:
-        if self.paused and self.queue.qsize() < MAX_QUEUED_BATCHES // 2:
-            self.runtime.consumer.resume(*self.paused)
-            self.paused.clear()
-
-    async def _send(self, out: Outbox) -> None:
-        """Send as one record batch per topic-partition: a per-message `send` (its
-        future, partitioner and metadata look-up) cost more than the processing."""
-        if not out.messages:
-            return
-        counts, producer = self.runtime.partition_counts, self.producer
-        by_tp: dict[tuple[str, int], list[Any]] = {}
-        for message in out.messages:
-            topic, key, _, partition, _ = message
-            if partition is None:
-                count = counts.get(topic) or await self.runtime.partition_count(topic, producer)
-                partition = (random.randrange(count) if key is None
-                             else partition_for(key, count))
-            by_tp.setdefault((topic, partition), []).append(message)
-        for (topic, partition), messages in by_tp.items():
-            batch = producer.create_batch()
-            for _, key, value, _, headers in messages:
-                if batch.append(timestamp=None, key=key, value=value,
-                                headers=headers or []) is None:
-                    self.pending.append(
-                        await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    if batch.append(timestamp=None, key=key, value=value,
-                                    headers=headers or []) is None:
-                        raise ValueError(f"a record for {topic} exceeds the batch size")
-            self.pending.append(await producer.send_batch(batch, topic, partition=partition))
-        if self.txn_started is None:
-            self.txn_started = time.monotonic()
-
-    def _commit_due(self) -> bool:
-        if self.txn_started is None:
-            return False
-        return (self.queue.empty()
-                or time.monotonic() - self.txn_started >= self.runtime.commit_interval)
-
-    async def _commit(self, final: bool = False) -> None:
-        """Everything sent is acknowledged, then the offsets commit with it.
-
-        Exactly-once: the transaction commits before anything else is sent (the
-        producer's next transaction cannot start earlier). At-least-once: the
-        acknowledgements and the offset commit run in the background, one after the
-        other in order, so processing never waits for a round trip."""
-        runtime = self.runtime
-        if self.txn_started is not None and runtime.exactly_once:
-            pending, offsets = self.pending, dict(self.uncommitted)
-            self.pending, self.uncommitted = [], {}
-            self.txn_started = None
-            if pending:
-                await asyncio.gather(*pending)
-            if offsets:
-                await self.producer.send_offsets_to_transaction(offsets, runtime.group_id)
-            await self.producer.commit_transaction()
-            await self.producer.begin_transaction()
-        elif self.txn_started is not None:
-            # What was sent is visible once acknowledged, whatever the offsets: those
-            # only bound the replay after a crash, so they commit once per interval
-            # (each commit is a write to __consumer_offsets on the broker).
-            pending, self.pending = self.pending, []
-            offsets = {}
-            if final or time.monotonic() - self.txn_started >= runtime.commit_interval:
-                offsets, self.uncommitted = dict(self.uncommitted), {}
-                self.txn_started = None
-            if pending or offsets:
-                self.committing = asyncio.create_task(
-                    self._acknowledge(self.committing, pending, offsets, final))
-                self.committing.add_done_callback(self._acknowledged)
-        if final and self.committing is not None:
-            await self.committing
-
-    async def _acknowledge(self, previous: asyncio.Task[None] | None,
-                           pending: list[asyncio.Future[Any]], offsets: dict[Any, int],
-                           final: bool = False) -> None:
-        if previous is not None:
-            await previous
-        if pending:
-            await asyncio.gather(*pending)
-        try:
-            if offsets:
-                await self.runtime.consumer.commit(offsets)
-        except KafkaError as exc:
-            if not final:
-                raise
-            # Giving the partition up after this worker left the group (its session
-            # expired): the next owner reads these records again, as after a crash.
-            log.warning("partition %d: offsets not committed on giving it up: %r",
-                        self.partition, exc)
-
-    def _acknowledged(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("partition %d: output or offsets not acknowledged: %r", self.partition,
-                      task.exception())
-            self.runtime.fail(task.exception())  # type: ignore[arg-type]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -350,7 +102,13 @@ class StreamRuntime:
         self.session_timeout_ms = session_timeout_ms
         self.consumer: Any = None
         self.producer: Any = None  # shared producer under at-least-once
-        self.tasks: dict[int, _Task] = {}
+        self.tasks: dict[int, Task] = {}
+        #: Partitions whose tasks stopped cleanly at the last rebalance: their state is
+        #: kept (not served) until the next assignment says whether they stay.
+        self.suspended: set[int] = set()
+        self._losing: set[asyncio.Task[None]] = set()
+        #: Tasks lost so far (see `lose`): each one a rejoin, not a restart.
+        self.lost_tasks = 0
         #: topic -> its partition count, for the default (murmur2) partitioner.
         self.partition_counts: dict[str, int] = {}
         self.failed: BaseException | None = None
@@ -366,7 +124,10 @@ class StreamRuntime:
             self.settings, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            # Range first is what older workers speak: the group takes the first
+            # protocol every member supports, in the leader's order of preference.
+            partition_assignment_strategy=(StickyTaskAssignor(self.held),
+                                           RangePartitionAssignor),
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(1000, self.session_timeout_ms // 3),
             max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -411,6 +172,42 @@ class StreamRuntime:
 
     def assigned(self) -> set[int]:
         return set(self.tasks)
+
+    def held(self) -> list[int]:
+        """The partitions this worker holds state for (its claim in a rebalance)."""
+        return sorted(self.suspended | set(self.tasks))
+
+    def lose(self, task: Task, exc: BaseException) -> None:
+        """`task` lost its partition or its transaction: forget it and rejoin."""
+        log.warning("partition %d: lost (%r); its state is dropped and the worker "
+                    "rejoins the group", task.partition, exc)
+        self.lost_tasks += 1
+        losing = asyncio.create_task(self._lose(task))
+        self._losing.add(losing)
+        losing.add_done_callback(self._losing.discard)
+
+    async def _lose(self, task: Task) -> None:
+        async with self._rebalance:
+            if self.tasks.get(task.partition) is not task:
+                return  # a rebalance already stopped it
+            del self.tasks[task.partition]
+            if self.exactly_once:
+                with contextlib.suppress(Exception):
+                    await task.producer.stop()
+            self.handler.revoked([task.partition])
+            consumer = self.consumer
+            if consumer is None:
+                return
+            with contextlib.suppress(Exception):  # fetched records of it are dropped
+                consumer.pause(*(tp for tp in consumer.assignment()
+                                 if tp.partition == task.partition))
+            # No public call asks for a rebalance; this is the one aiokafka's own
+            # heartbeat uses when the coordinator asks the member to rejoin.
+            consumer._coordinator.request_rejoin()
+
+    def resume_fetching(self, task: Task) -> None:
+        self.consumer.resume(*task.paused)
+        task.paused.clear()
 
     async def partition_count(self, topic: str, producer: Any) -> int:
         """Learnt once per topic (adding partitions to a running pipeline's topics would
@@ -461,7 +258,15 @@ class StreamRuntime:
         if self.exactly_once:
             await asyncio.gather(*(t.producer.stop() for t in tasks.values()),
                                  return_exceptions=True)
-        self.handler.revoked(sorted(tasks))
+        clean = sorted(p for p, t in tasks.items() if t.clean)
+        if dirty := sorted(set(tasks) - set(clean)):
+            self.handler.revoked(dirty)
+        if clean:
+            written: dict[tuple[str, int], int] = {}
+            for p in clean:
+                written.update(tasks[p].written)
+            self.handler.suspended(clean, written)
+            self.suspended.update(clean)
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 self.consumer.resume(*self.consumer.assignment())
@@ -472,6 +277,9 @@ class StreamRuntime:
             for tp in assigned:
                 by_partition[tp.partition].append(tp)
             partitions = sorted(by_partition)
+            if gone := sorted(self.suspended - set(partitions)):
+                self.handler.revoked(gone)
+            self.suspended.clear()
             if not partitions:
                 return
             started = time.monotonic()
@@ -482,7 +290,7 @@ class StreamRuntime:
             gc.collect()
             gc.freeze()
             for p, producer in zip(partitions, producers, strict=True):
-                task = self.tasks[p] = _Task(self, p, producer)
+                task = self.tasks[p] = Task(self, p, producer)
                 task.start()
             log.info("assigned partitions %s in %.2fs", partitions, time.monotonic() - started)
 

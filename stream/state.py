@@ -16,6 +16,12 @@ joins again or missed them. This store is deliberately simple and checkable:
   changelog partition from the beginning to the last stable offset. By then the runtime
   has initialised the partition's transactional producer, which aborts any transaction
   a crashed predecessor left open, so the last stable offset is final.
+- a partition this worker gave up cleanly (everything it wrote committed) keeps its data
+  and `resume`, the changelog offset after its last write. If it comes back, the
+  recovery reads from there: every record before it is already in the data, and
+  whatever another owner wrote meanwhile comes after it (it could only start writing
+  after fencing this worker). Re-reading from an earlier offset would only apply again
+  values already held, so `resume` may be low, never high.
 """
 
 from __future__ import annotations
@@ -55,6 +61,10 @@ def compact(raw: bytes) -> bytes:
 
 #: A changelog read that makes no progress this long is an infrastructure fault.
 RECOVERY_STALL_SECONDS = 60.0
+
+
+class StateError(StreamError, RuntimeError):
+    """State used against its rules (a bug)."""
 
 
 class StateRecoveryError(StreamError, RuntimeError):
@@ -104,6 +114,9 @@ class State:
         self.data: dict[int, dict[str, Any]] = {}
         #: partition -> key -> value (None: deleted) written since the last `take`.
         self.pending: dict[int, dict[str, Any]] = {}
+        #: partition -> changelog offset from which reading brings `data` up to date
+        #: (set when recovered, and when the partition was given up cleanly).
+        self.resume: dict[int, int] = {}
         self._views: dict[int, PartitionView] = {}
 
     def loaded(self, partition: int) -> bool:
@@ -123,6 +136,15 @@ class State:
         for p in list(self.data) if partitions is None else partitions:
             self.data.pop(p, None)
             self.pending.pop(p, None)
+            self.resume.pop(p, None)
+
+    def suspend(self, partition: int, written: int | None) -> None:
+        """Partition given up cleanly: keep its data to resume from `written` (the
+        offset after this worker's last durable write to its changelog, if any)."""
+        if self.pending.get(partition):
+            raise StateError(f"{self.name}[{partition}]: unwritten changes on suspending")
+        if written is not None:
+            self.resume[partition] = max(written, self.resume.get(partition, 0))
 
     def take(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """The partition's changelog records for the writes since the last call."""
@@ -136,8 +158,10 @@ class State:
         return records
 
 
-async def recover_all(stores: list[State], partitions: list[int]) -> None:
-    """Load these partitions of these stores with ONE read_committed consumer.
+async def recover_all(stores: list[State], partitions: list[int]) -> set[int]:
+    """Load these partitions of these stores with ONE read_committed consumer; return
+    the partitions whose data changed (read from scratch, or anything read on top of
+    the data kept since they were suspended).
 
     One consumer for everything a worker was assigned: starting a consumer costs a few
     hundred milliseconds, and a worker that started one per store and partition took
@@ -145,11 +169,11 @@ async def recover_all(stores: list[State], partitions: list[int]) -> None:
     """
     from aiokafka import TopicPartition
 
+    changed: set[int] = set()
     if not stores or not partitions:
-        return
+        return changed
     started = time.monotonic()
     owner = {TopicPartition(store.topic, p): (store, p) for store in stores for p in partitions}
-    data: dict[TopicPartition, dict[str, Any]] = {tp: {} for tp in owner}
     consumer = kafka.consumer(
         stores[0].settings, isolation_level="read_committed",
         enable_auto_commit=False, group_id=None, auto_offset_reset="earliest")
@@ -157,36 +181,62 @@ async def recover_all(stores: list[State], partitions: list[int]) -> None:
     try:
         tps = list(owner)
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        last_progress = time.monotonic()
-        positions = {tp: await consumer.position(tp) for tp in tps}
-        while any(positions[tp] < ends[tp] for tp in tps):
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            for tp, records in batch.items():
-                decode = owner[tp][0].codec.decode
-                into = data[tp]
-                for record in records:
-                    key = record.key.decode()
-                    if record.value is None:
-                        into.pop(key, None)
-                    else:
-                        into[key] = decode(record.value)
-            moved = False
-            for tp in tps:
-                now_at = await consumer.position(tp)
-                if now_at > positions[tp]:
-                    positions[tp], moved = now_at, True
-            if moved:
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > RECOVERY_STALL_SECONDS:
-                stuck = [f"{tp.topic}[{tp.partition}]@{positions[tp]}/{ends[tp]}"
-                         for tp in tps if positions[tp] < ends[tp]]
-                raise StateRecoveryError(f"changelog read stuck: {', '.join(stuck)}")
+        firsts = await consumer.beginning_offsets(tps)
+        data: dict[TopicPartition, dict[str, Any]] = {}
+        for tp, (store, p) in owner.items():
+            resume = store.resume.get(p)
+            if p in store.data and resume is not None and firsts[tp] <= resume <= ends[tp]:
+                data[tp] = store.data[p]
+                consumer.seek(tp, resume)
+            else:
+                data[tp] = {}
+                changed.add(p)
+                await consumer.seek_to_beginning(tp)
+        read = await _read_to(consumer, owner, data, ends)
     finally:
         await consumer.stop()
+    changed.update(p for (_, p), count in read.items() if count)
     for tp, (store, p) in owner.items():
         store.data[p] = data[tp]
-    log.info("recovered %s, partitions %s: %d keys in %.2fs",
-             ", ".join(s.name for s in stores), sorted(partitions),
-             sum(len(d) for d in data.values()), time.monotonic() - started)
+        store.pending.pop(p, None)
+        store.resume[p] = ends[tp]
+    log.info("recovered %s, partitions %s (%s from scratch or changed): %d records read, "
+             "%d keys in %.2fs", ", ".join(s.name for s in stores), sorted(partitions),
+             sorted(changed), sum(read.values()), sum(len(d) for d in data.values()),
+             time.monotonic() - started)
+    return changed
+
+
+async def _read_to(consumer: Any, owner: dict[Any, tuple[State, int]],
+                   data: dict[Any, dict[str, Any]], ends: dict[Any, int]
+                   ) -> dict[tuple[str, int], int]:
+    """Apply every committed record up to `ends`; records read per (store, partition)."""
+    tps = list(owner)
+    read: dict[tuple[str, int], int] = {(store.name, p): 0 for store, p in owner.values()}
+    last_progress = time.monotonic()
+    positions = {tp: await consumer.position(tp) for tp in tps}
+    while any(positions[tp] < ends[tp] for tp in tps):
+        batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+        for tp, records in batch.items():
+            store, p = owner[tp]
+            decode, into = store.codec.decode, data[tp]
+            for record in records:
+                key = record.key.decode()
+                if record.value is None:
+                    into.pop(key, None)
+                else:
+                    into[key] = decode(record.value)
+            read[store.name, p] += len(records)
+        moved = False
+        for tp in tps:
+            now_at = await consumer.position(tp)
+            if now_at > positions[tp]:
+                positions[tp], moved = now_at, True
+        if moved:
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > RECOVERY_STALL_SECONDS:
+            stuck = [f"{tp.topic}[{tp.partition}]@{positions[tp]}/{ends[tp]}"
+                     for tp in tps if positions[tp] < ends[tp]]
+            raise StateRecoveryError(f"changelog read stuck: {', '.join(stuck)}")
+    return read

@@ -21,9 +21,9 @@ from connectors.contract import RawEvent
 from stream.changes import MembershipChange, rule_key
 from stream.facts import Fact
 from stream.options import StreamOptions
+from stream.outbox import Outbox
 from stream.partitioning import partition_for
 from stream.pipeline import Pipeline
-from stream.runtime import Outbox
 from tests.clock import ManualClock
 
 PARTITIONS = 8

@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from common import kafka
 from common.settings import Settings
 from common.topics import TopicSpec, ensure_topics
-from stream.runtime import Outbox, StreamRuntime
+from stream.outbox import Outbox, Written
+from stream.runtime import StreamRuntime
 from tests.drain import committed_offsets, end_offsets, read_to_end
 from tests.waiting import async_wait_for
 
@@ -40,6 +42,9 @@ class Echo:
         self.sink = sink
 
     async def assigned(self, partitions: list[int]) -> None:
+        pass
+
+    def suspended(self, partitions: list[int], written: Written) -> None:
         pass
 
     def revoked(self, partitions: list[int]) -> None:
@@ -152,3 +157,66 @@ async def test_a_rebalance_commits_what_was_processed(topics: Topics) -> None:
         async with started(t.runtime()) as two:  # joins: every partition is revoked
             await wait_owners(one, two, partitions=t.settings.partitions)
             await assert_nothing_replayed(t, first)
+
+
+async def test_a_fenced_task_rejoins_and_nothing_is_lost_or_doubled(topics: Topics) -> None:
+    """A task whose producer another one fenced (as a new owner or a transaction timeout
+    does) drops its work and the worker rejoins: it does not exit, and what came after
+    the fence comes out exactly once."""
+    t = topics
+    first = [f"r{n}" for n in range(RECORDS)]
+    await t.send(first)
+    runtime = StreamRuntime(settings=t.settings, group_id=t.group,
+                            handler=Echo(t.source, t.sink), exactly_once=True,
+                            commit_interval=0.1, tick_interval=COMMIT_INTERVAL)
+    async with started(runtime):
+        await wait_owners(runtime, partitions=t.settings.partitions)
+        await t.wait_output(first)
+        fence = kafka.producer(t.settings, transactional_id=f"{t.group}-0",
+                               enable_idempotence=True)
+        await fence.start()  # a new epoch for partition 0's transactional id
+        await fence.stop()
+        second = [f"s{n}" for n in range(RECORDS)]
+        await t.send(second)
+        await t.wait_output(second)
+        assert runtime.lost_tasks >= 1, "the fence never reached the task"
+        assert runtime.failed is None
+        counts = Counter(await t.output())
+        assert {v: n for v, n in counts.items() if n != 1} == {}
+        assert set(counts) == {*first, *second}
+
+
+async def test_a_restart_elsewhere_moves_only_the_restarted_workers_partitions(
+        topics: Topics) -> None:
+    """Sticky: when one of two workers is replaced by a new one, the other keeps the
+    partitions it had (the range assignor reshuffles by member id), and it keeps their
+    state: they are suspended, not revoked."""
+    t = topics
+    handler = Recording(t.source, t.sink)
+    one = StreamRuntime(settings=t.settings, group_id=t.group, handler=handler,
+                        exactly_once=True, commit_interval=0.1,
+                        tick_interval=COMMIT_INTERVAL)
+    async with started(one):
+        await wait_owners(one, partitions=t.settings.partitions)
+        async with started(t.runtime()) as two:
+            await wait_owners(one, two, partitions=t.settings.partitions)
+            kept = one.assigned()
+        async with started(t.runtime()) as three:
+            await wait_owners(one, three, partitions=t.settings.partitions)
+            assert one.assigned() == kept
+    assert kept
+    assert handler.suspended_calls[-1] == sorted(kept)
+    assert not any(set(call) & kept for call in handler.revoked_calls)
+
+
+class Recording(Echo):
+    def __init__(self, source: str, sink: str) -> None:
+        super().__init__(source, sink)
+        self.suspended_calls: list[list[int]] = []
+        self.revoked_calls: list[list[int]] = []
+
+    def suspended(self, partitions: list[int], written: Written) -> None:
+        self.suspended_calls.append(partitions)
+
+    def revoked(self, partitions: list[int]) -> None:
+        self.revoked_calls.append(partitions)

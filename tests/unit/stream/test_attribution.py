@@ -25,9 +25,9 @@ from stream.changes import MembershipChange, rule_key
 from stream.facts import Fact
 from stream.occurrence import Occurrence
 from stream.options import StreamOptions
+from stream.outbox import Outbox
 from stream.partitioning import partition_for
 from stream.pipeline import Pipeline
-from stream.runtime import Outbox
 from tests import stripe_events as se
 from tests.clock import ManualClock
 

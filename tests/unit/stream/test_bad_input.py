@@ -16,7 +16,7 @@ import stream.pipeline
 from stream.changes import rule_key
 from stream.facts import Fact
 from stream.membership import DAY, ContactState
-from stream.runtime import Outbox
+from stream.outbox import Outbox
 from tests import stripe_events as se
 from tests.unit.stream.test_pipeline_logic import Harness, changes, failed, lapsed, sent, vip
 

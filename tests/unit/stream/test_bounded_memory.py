@@ -13,7 +13,7 @@ from stream.classify import classify_event
 from stream.contacts import CUSTOMER_TTL_SECONDS, ContactResolver, ContactTables, sweep
 from stream.facts import Fact
 from stream.membership import DAY
-from stream.runtime import Outbox
+from stream.outbox import Outbox
 from tests import stripe_events as se
 from tests.unit.stream.test_pipeline_logic import Harness, changes, failed, lapsed, sent
 

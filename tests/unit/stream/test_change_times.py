@@ -14,7 +14,7 @@ import pytest
 
 from stream.changes import MembershipChange, iso, member_key, rule_key
 from stream.membership import DAY
-from stream.runtime import Outbox
+from stream.outbox import Outbox
 from tests import stripe_events as se
 from tests.unit.stream.test_pipeline_logic import Harness, failed, lapsed, sent, vip
 

@@ -9,7 +9,7 @@ import pytest
 
 from stream.changes import MembershipChange
 from stream.erasure import forget_record
-from stream.runtime import Outbox
+from stream.outbox import Outbox
 from tests import stripe_events as se
 from tests.unit.stream.test_pipeline_logic import Harness, sent, vip
 

@@ -22,9 +22,9 @@ from stream.changes import MembershipChange, rule_key
 from stream.facts import Fact
 from stream.membership import DAY, HISTORY_FLOOR, ContactState
 from stream.options import StreamOptions
+from stream.outbox import Outbox
 from stream.partition_state import PartitionState
 from stream.pipeline import Pipeline
-from stream.runtime import Outbox
 from stream.status import StatusMarker, status_key
 from tests import stripe_events as se
 from tests.clock import ManualClock

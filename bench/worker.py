@@ -91,7 +91,8 @@ def main() -> int:
     from segments.commands.worker import serve
     from stream.app import StreamOptions, create_app
 
-    logging.basicConfig(level=args.loglevel.upper())
+    logging.basicConfig(level=args.loglevel.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     extra: dict[str, float] = {}
     if args.commit_interval is not None:
         extra["commit_interval"] = args.commit_interval

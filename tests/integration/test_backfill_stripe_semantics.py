@@ -211,7 +211,10 @@ async def test_the_seconds_before_connecting_are_read_after_the_settle_delay(
     the endpoint exists (`until`); everything before must come from the backfill, so it
     waits out the settle delay and reads the tail before it reports done.
     """
-    lag = 2
+    lag = 3
+    # Topics first: creating them can take seconds on a loaded machine, and the history
+    # must be read before the window settles for the settling phase to be seen.
+    await ensure_topics(settings)
     connected = int(time.time())
     events = [
         _event("evt_old", connected - 3600, 0),
@@ -222,7 +225,6 @@ async def test_the_seconds_before_connecting_are_read_after_the_settle_delay(
     server = await _serve(fake)
     settings = Settings(**{**settings.__dict__,
                            "stripe_api_base": str(server.make_url("")).rstrip("/")})
-    await ensure_topics(settings)
     options = BackfillOptions(rate_per_s=500, settle_s=lag, overlap_s=1, page_size=10)
     job = BackfillJob("conn_" + uuid.uuid4().hex[:24], "acme", "sk_test_x",
                       since=connected - 7200, until=connected)

@@ -184,6 +184,7 @@ async def recover_all(stores: list[State], partitions: list[int]) -> set[int]:
         ends = await consumer.end_offsets(tps)
         firsts = await consumer.beginning_offsets(tps)
         data: dict[TopicPartition, dict[str, Any]] = {}
+        from_start = []
         for tp, (store, p) in owner.items():
             resume = store.resume.get(p)
             if p in store.data and resume is not None and firsts[tp] <= resume <= ends[tp]:
@@ -192,7 +193,9 @@ async def recover_all(stores: list[State], partitions: list[int]) -> set[int]:
             else:
                 data[tp] = {}
                 changed.add(p)
-                await consumer.seek_to_beginning(tp)
+                from_start.append(tp)
+        if from_start:  # one offset look-up for all of them, not one round trip each
+            await consumer.seek_to_beginning(*from_start)
         read = await _read_to(consumer, owner, data, ends)
     finally:
         await consumer.stop()

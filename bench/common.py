@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from bench.dataset import SENTINEL_ACCOUNT, Message
 from common.settings import Settings
-from common.topics import ensure_topics
+from common.topics import DLQ_TOPIC, ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 #: Partitions of the benchmark's topics (SEGMENTS_PARTITIONS); 4 lets two workers share.
@@ -116,6 +116,16 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def require_no_dead_letters(settings: Settings) -> None:
+    """Fail the run if the worker dead-lettered anything on this (fresh) prefix: a dead
+    letter and its log line cost something else than the work being timed, so the
+    figure would be of the wrong thing."""
+    dead = sum((await end_offsets(settings, DLQ_TOPIC)).values())
+    if dead:
+        raise RuntimeError(f"{dead} records (with any transaction markers) on "
+                           f"{settings.topic(DLQ_TOPIC)}: the run dead-lettered input")
 
 
 async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:

@@ -56,13 +56,13 @@ async def feed(pipeline: Pipeline, topic: str,
     the partition's state writes are taken after each batch. Returns all output."""
     out = Outbox()
     by_partition: dict[int, list[Record]] = {}
-    for key, value, p in messages:
-        records = by_partition.setdefault(p, [])
-        records.append(Record(topic, p, len(records), key, value))
-    for p, records in sorted(by_partition.items()):
+    for key, value, partition in messages:
+        records = by_partition.setdefault(partition, [])
+        records.append(Record(topic, partition, len(records), key, value))
+    for partition, records in sorted(by_partition.items()):
         for start in range(0, len(records), BATCH):
-            await pipeline.process(p, topic, records[start:start + BATCH], out)
-            pipeline.state_writes(p, out)
+            await pipeline.process(partition, topic, records[start:start + BATCH], out)
+            pipeline.state_writes(partition, out)
     return out
 
 

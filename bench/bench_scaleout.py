@@ -77,7 +77,7 @@ async def one(workers: int, rules: list[dict[str, Any]], data: dataset.Dataset,
              for i in range(workers)]
 
     def alive() -> bool:
-        return all(p.poll() is None for p in procs)
+        return all(proc.poll() is None for proc in procs)
 
     try:
         await common.wait_for_sentinels(settings, MEMBERSHIP_TOPIC, sentinel_keys(warm),

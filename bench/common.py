@@ -110,8 +110,8 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     await consumer.start()
     try:
         name = settings.topic(topic)
-        parts = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name)
-                                                        or await _partitions(consumer, name))]
+        numbers = consumer.partitions_for_topic(name) or await _partitions(consumer, name)
+        parts = [TopicPartition(name, partition) for partition in sorted(numbers)]
         ends = await consumer.end_offsets(parts)
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
@@ -154,7 +154,7 @@ class TopicReader:
         while not parts and time.monotonic() < deadline:  # not declared yet (a peer's)
             await asyncio.sleep(0.5)
             parts = await _partitions(consumer, self.name)
-        tps = [TopicPartition(self.name, p) for p in sorted(parts)]
+        tps = [TopicPartition(self.name, partition) for partition in sorted(parts)]
         consumer.assign(tps)
         for tp in tps:
             if self.start is not None and tp.partition in self.start:

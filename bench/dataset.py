@@ -199,13 +199,14 @@ def _sentinel_event(n: str, customer: str, email: str, now: int) -> RawEvent:
 def sentinels(partitions: int, now: int, tag: str = "end") -> list[Message]:
     """End-of-input markers: one event for every (event partition, fact partition) pair.
 
-    Each is a charge of a sentinel contact whose raw event lands on event partition p
-    and whose fact lands on facts partition q. Partitions are consumed in order, so once
+    Each is a charge of a sentinel contact whose raw event lands on one event partition
+    and whose fact lands on one facts partition. Partitions are consumed in order, so once
     every sentinel has joined the sentinel rule's segment, every earlier event has been
     classified and every earlier fact applied: the end of the run, exactly. `tag` makes
     the contacts of one set distinct from another's (each contact joins only once).
     """
-    wanted = {(p, q) for p in range(partitions) for q in range(partitions)}
+    wanted = {(event_partition, fact_partition) for event_partition in range(partitions)
+              for fact_partition in range(partitions)}
     found: dict[tuple[int, int], Message] = {}
     for n in _counter():
         customer, email = f"cus_{tag}{n}", f"{tag}{n}@bench.invalid"

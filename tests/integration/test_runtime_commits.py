@@ -93,9 +93,8 @@ class Topics:
 
 @pytest.fixture
 async def topics(settings: Settings) -> Topics:
-    t = Topics(settings)
     await ensure_topics(settings, (TopicSpec("runtime.in"), TopicSpec("runtime.out")))
-    return t
+    return Topics(settings)
 
 
 @asynccontextmanager
@@ -113,42 +112,41 @@ async def wait_owners(*runtimes: StreamRuntime, partitions: int) -> None:
         for runtime in runtimes:
             assert runtime.failed is None, runtime.failed
         sets = [runtime.assigned() for runtime in runtimes]
-        return all(sets) and sorted(p for s in sets for p in s) == list(range(partitions))
+        numbers = sorted(partition for assigned in sets for partition in assigned)
+        return all(sets) and numbers == list(range(partitions))
 
     await async_wait_for(owned, 60, interval=0.2, what="every partition owned once")
 
 
-async def assert_nothing_replayed(t: Topics, first: list[str]) -> None:
-    sentinels = [f"sentinel-{p}" for p in range(t.settings.partitions)]
-    await t.send(sentinels)
-    await t.wait_output(sentinels)
-    counts = Counter(await t.output())
+async def assert_nothing_replayed(topics: Topics, first: list[str]) -> None:
+    sentinels = [f"sentinel-{partition}" for partition in range(topics.settings.partitions)]
+    await topics.send(sentinels)
+    await topics.wait_output(sentinels)
+    counts = Counter(await topics.output())
     assert {v: n for v, n in counts.items() if n != 1} == {}, "processed more than once"
     assert set(counts) == {*first, *sentinels}
 
 
 async def test_a_clean_stop_commits_what_was_processed(topics: Topics) -> None:
-    t = topics
     first = [f"r{n}" for n in range(RECORDS)]
-    await t.send(first)
-    async with started(t.runtime()) as runtime:
-        await wait_owners(runtime, partitions=t.settings.partitions)
-        await t.wait_output(first)
-    ends = await end_offsets(t.settings, [t.source])
-    assert await committed_offsets(t.settings, t.group, list(ends)) == ends
+    await topics.send(first)
+    async with started(topics.runtime()) as runtime:
+        await wait_owners(runtime, partitions=topics.settings.partitions)
+        await topics.wait_output(first)
+    ends = await end_offsets(topics.settings, [topics.source])
+    assert await committed_offsets(topics.settings, topics.group, list(ends)) == ends
 
-    async with started(t.runtime()) as successor:
-        await wait_owners(successor, partitions=t.settings.partitions)
-        await assert_nothing_replayed(t, first)
+    async with started(topics.runtime()) as successor:
+        await wait_owners(successor, partitions=topics.settings.partitions)
+        await assert_nothing_replayed(topics, first)
 
 
 async def test_a_rebalance_commits_what_was_processed(topics: Topics) -> None:
-    t = topics
     first = [f"r{n}" for n in range(RECORDS)]
-    await t.send(first)
-    async with started(t.runtime()) as one:
-        await wait_owners(one, partitions=t.settings.partitions)
-        await t.wait_output(first)
-        async with started(t.runtime()) as two:  # joins: every partition is revoked
-            await wait_owners(one, two, partitions=t.settings.partitions)
-            await assert_nothing_replayed(t, first)
+    await topics.send(first)
+    async with started(topics.runtime()) as one:
+        await wait_owners(one, partitions=topics.settings.partitions)
+        await topics.wait_output(first)
+        async with started(topics.runtime()) as two:  # joins: every partition is revoked
+            await wait_owners(one, two, partitions=topics.settings.partitions)
+            await assert_nothing_replayed(topics, first)

@@ -113,7 +113,7 @@ class Chaos:
 
     def __init__(self, settings: Settings, rng: random.Random, log: Path,
                  workers: list[subprocess.Popen[bytes]]) -> None:
-        self.settings = settings
+        self.s = settings
         self.rng = rng
         self.log = log
         self.workers = workers  # the live ones are the last `scale.workers`
@@ -121,10 +121,10 @@ class Chaos:
         self.producer = kafka.producer(settings, acks="all", enable_idempotence=True)
         self.committed = kafka.consumer(settings, isolation_level="read_committed")
         self.uncommitted = kafka.consumer(settings, isolation_level="read_uncommitted")
-        self.inputs = [TopicPartition(settings.topic(EVENTS_TOPIC), partition)
-                       for partition in range(settings.partitions)]
-        self.outputs = [TopicPartition(settings.topic(t), partition)
-                        for t in OUTPUTS for partition in range(settings.partitions)]
+        self.inputs = [TopicPartition(settings.topic(EVENTS_TOPIC), p)
+                       for p in range(settings.partitions)]
+        self.outputs = [TopicPartition(settings.topic(t), p)
+                        for t in OUTPUTS for p in range(settings.partitions)]
         self.at_last_kill: dict[TopicPartition, int] = {tp: -1 for tp in self.inputs}
         self.open_at_kill: list[dict[TopicPartition, tuple[int, int]]] = []
         self.bounces: list[str] = []
@@ -147,11 +147,11 @@ class Chaos:
                              created=ch.created)
             raw = RawEvent("conn1", "acme", "webhook", 0, event)
             futures.append(await self.producer.send(
-                self.settings.topic(EVENTS_TOPIC), raw.to_bytes(), key=raw.key()))
+                self.s.topic(EVENTS_TOPIC), raw.to_bytes(), key=raw.key()))
         await asyncio.gather(*futures)
 
     async def rule(self, doc: dict[str, Any]) -> None:
-        await self.producer.send_and_wait(self.settings.topic(RULES_TOPIC), rule_record(doc),
+        await self.producer.send_and_wait(self.s.topic(RULES_TOPIC), rule_record(doc),
                                           key=rule_key("acme", doc["id"]))
 
     def supervise(self) -> None:
@@ -159,7 +159,7 @@ class Chaos:
         orchestrator would."""
         for i, proc in enumerate(self.workers):
             if proc.poll() is not None and proc.returncode != -signal.SIGKILL:
-                self.workers[i] = spawn(self.settings, self.log)
+                self.workers[i] = spawn(self.s, self.log)
                 self.restarts += 1
 
     async def owners_committed(self, timeout: float = 120) -> None:
@@ -170,7 +170,7 @@ class Chaos:
         async def advanced() -> bool:
             self.supervise()
             try:
-                now = await committed_offsets(self.settings, self.group, self.inputs)
+                now = await committed_offsets(self.s, self.group, self.inputs)
             except KafkaError as exc:  # the group coordinator moving after a bounce
                 if not exc.retriable:
                     raise
@@ -190,7 +190,7 @@ class Chaos:
 
     async def commits(self) -> dict[TopicPartition, int] | None:
         try:
-            return await committed_offsets(self.settings, self.group, self.inputs)
+            return await committed_offsets(self.s, self.group, self.inputs)
         except KafkaError as exc:
             if not exc.retriable:
                 raise
@@ -212,10 +212,10 @@ class Chaos:
         # the chunk is processed); whether the kill hit one is decided at the end.
         while time.monotonic() < deadline:
             open_now = await self.open_transactions()
-            if len({tp.partition for tp in open_now}) >= min(2, self.settings.partitions):
+            if len({tp.partition for tp in open_now}) >= min(2, self.s.partitions):
                 break
             await asyncio.sleep(0.01)
-        live = [i for i, proc in enumerate(self.workers) if proc.poll() is None]
+        live = [i for i, p in enumerate(self.workers) if p.poll() is None]
         victim = self.rng.choice(live)
         os.killpg(self.workers[victim].pid, signal.SIGKILL)
         self.workers[victim].wait()
@@ -224,15 +224,15 @@ class Chaos:
                                        what="the group's committed offsets")
         assert commits is not None
         self.at_last_kill = commits
-        self.workers[victim] = spawn(self.settings, self.log)
+        self.workers[victim] = spawn(self.s, self.log)
         await sending
 
     async def bounce(self, cluster: QuickRestartKafka, n: int,  # noqa: F811
                      chunk: list[oracle.Charge]) -> None:
-        admin = kafka.admin(self.settings)
+        admin = kafka.admin(self.s)
         await admin.start()
         try:
-            txn_id = f"{self.group}-{n % self.settings.partitions}"
+            txn_id = f"{self.group}-{n % self.s.partitions}"
 
             async def coordinator_now() -> int | None:
                 try:
@@ -246,7 +246,7 @@ class Chaos:
             coordinator = await async_wait_for(coordinator_now, 60, interval=0.5,
                                                what=f"the coordinator of {txn_id}")
             assert coordinator is not None
-            ours = [self.settings.topic(t) for t in (EVENTS_TOPIC, FACTS_TOPIC, MEMBERSHIP_TOPIC,
+            ours = [self.s.topic(t) for t in (EVENTS_TOPIC, FACTS_TOPIC, MEMBERSHIP_TOPIC,
                                                MEMBERS_TOPIC)]
             before = await leaders(admin, ours)
             victim = next(node for node in cluster.nodes if node.node_id == coordinator)
@@ -284,8 +284,8 @@ class Chaos:
 async def leaders(admin: Any, topics: list[str]) -> dict[tuple[str, int], int]:
     found = {}
     for topic in await admin.describe_topics(topics):
-        for entry in topic["partitions"]:
-            found[(topic["topic"], entry["partition"])] = entry["leader"]
+        for p in topic["partitions"]:
+            found[(topic["topic"], p["partition"])] = p["leader"]
     return found
 
 

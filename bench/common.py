@@ -64,9 +64,16 @@ def machine() -> dict[str, Any]:
 # --- settings and topics -----------------------------------------------------------
 
 
+#: Topic prefixes this process handed out: `run_all` deletes those topics at the end,
+#: and only those (the broker may be shared with someone else's benchmark).
+CREATED_PREFIXES: list[str] = []
+
+
 def fresh_settings(partitions: int = PARTITIONS, label: str = "bench") -> Settings:
     env = Settings.from_env()
-    return replace(env, topic_prefix=f"{label}{uuid.uuid4().hex[:8]}.", partitions=partitions)
+    prefix = f"{label}{uuid.uuid4().hex[:8]}."
+    CREATED_PREFIXES.append(prefix)
+    return replace(env, topic_prefix=prefix, partitions=partitions)
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

@@ -32,7 +32,7 @@ async def consume(bootstrap: str, topic: str, count: int, timeout: float,
     try:
         await consumer._client.force_metadata_update()
         partitions = consumer._client.cluster.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, partition) for partition in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         if ready_file:

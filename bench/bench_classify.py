@@ -10,6 +10,7 @@ rules) is started and timed from its first fact (record timestamp on `stripe.fac
 to the last sentinel's fact; then `bench/bare_consume.py` (aiokafka consume + orjson
 parse, nothing else) reads the same messages in the same run. Figures: facts/s,
 events/s, and events/s as a ratio to the bare loop, median of the runs with min/max.
+A run whose worker dead-letters anything fails (`common.require_no_dead_letters`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ async def one_run(args: argparse.Namespace, data: dataset.Dataset, run: int,
                                              alive=lambda: proc.poll() is None, match=is_fact)
     finally:
         common.stop_process(proc)
+    await common.require_no_dead_letters(settings)
     t0 = await common.first_timestamp(settings, FACTS_TOPIC, facts_start)
     facts = await facts_between(settings, facts_start)
     base = bare(settings, produced, args.timeout)

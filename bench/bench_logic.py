@@ -10,6 +10,9 @@ waiting: what is measured is our Python (decoding, classification, dedup, rule
 evaluation, state encoding). The stream's throughput cannot exceed 1 / (classify +
 membership) per worker core, whatever the runtime does; comparing the two says how
 much the runtime and Kafka client cost.
+
+A run that dead-letters any record fails: a dead letter (and its log line) costs
+something else than the work measured here, so the figures would mean nothing.
 """
 
 from __future__ import annotations
@@ -53,14 +56,18 @@ async def feed(pipeline: Pipeline, topic: str,
     the partition's state writes are taken after each batch. Returns all output."""
     out = Outbox()
     by_partition: dict[int, list[Record]] = {}
-    for key, value, p in messages:
-        records = by_partition.setdefault(p, [])
-        records.append(Record(topic, p, len(records), key, value))
-    for p, records in sorted(by_partition.items()):
+    for key, value, partition in messages:
+        records = by_partition.setdefault(partition, [])
+        records.append(Record(topic, partition, len(records), key, value))
+    for partition, records in sorted(by_partition.items()):
         for start in range(0, len(records), BATCH):
-            await pipeline.process(p, topic, records[start:start + BATCH], out)
-            pipeline.state_writes(p, out)
+            await pipeline.process(partition, topic, records[start:start + BATCH], out)
+            pipeline.state_writes(partition, out)
     return out
+
+
+def dead_letters(pipeline: Pipeline, out: Outbox) -> int:
+    return sum(1 for topic, *_ in out.messages if topic == pipeline.dlq_topic)
 
 
 async def one_run(data: dataset.Dataset, rules: list[dict[str, Any]]) -> dict[str, float]:
@@ -69,8 +76,10 @@ async def one_run(data: dataset.Dataset, rules: list[dict[str, Any]]) -> dict[st
     pipeline.adopt(list(range(PARTITIONS)))
     control = await feed(pipeline, settings.topic("segments.rules"),
                          [(k, v, 0) for k, v in rule_messages(rules)])
-    await feed(pipeline, settings.topic("segments.control"),
-               [(k, v, p or 0) for t, k, v, p, _ in control.messages if t.endswith("control")])
+    adopted = await feed(pipeline, settings.topic("segments.control"),
+                         [(k, v, partition or 0) for topic, k, v, partition, _ in control.messages
+                          if topic.endswith("control")])
+    dead_before = dead_letters(pipeline, control) + dead_letters(pipeline, adopted)
     events = [(k, v, partition_for(k, PARTITIONS)) for k, v in data.messages]
     started = time.perf_counter()
     out = await feed(pipeline, settings.topic("stripe.events"), events)
@@ -80,7 +89,9 @@ async def one_run(data: dataset.Dataset, rules: list[dict[str, Any]]) -> dict[st
     changes = await feed(pipeline, settings.topic("stripe.facts"), facts)
     done = time.perf_counter()
     joined = sum(1 for t, *_ in changes.messages if t == settings.topic("segments.membership"))
+    dead = dead_before + dead_letters(pipeline, out) + dead_letters(pipeline, changes)
     return {"events": len(events), "facts": len(facts), "changes": joined,
+            "dead_letters": dead,
             "classify_us_per_event": (classified - started) / len(events) * 1e6,
             "membership_us_per_fact": (done - classified) / max(1, len(facts)) * 1e6,
             "ceiling_events_per_s": len(events) / (done - started)}
@@ -97,6 +108,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = dataset.events(args.contacts, args.accounts, int(time.time()), per_contact="one")
     rules = dataset.rules_for(args.accounts, args.rules_per_account)
     runs = [asyncio.run(one_run(data, rules)) for _ in range(args.runs)]
+    dead = [run["dead_letters"] for run in runs]
+    print(f"dead letters per run: {dead}")
+    if any(dead):
+        raise RuntimeError(f"records were dead-lettered ({dead} per run): the figures "
+                           "would time dead letters, not the pipeline's work")
     result: dict[str, Any] = {
         "config": {"contacts": args.contacts, "accounts": args.accounts, "rules": len(rules),
                    "runs": args.runs},

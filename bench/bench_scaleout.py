@@ -77,7 +77,7 @@ async def one(workers: int, rules: list[dict[str, Any]], data: dataset.Dataset,
              for i in range(workers)]
 
     def alive() -> bool:
-        return all(p.poll() is None for p in procs)
+        return all(proc.poll() is None for proc in procs)
 
     try:
         await common.wait_for_sentinels(settings, MEMBERSHIP_TOPIC, sentinel_keys(warm),
@@ -94,6 +94,7 @@ async def one(workers: int, rules: list[dict[str, Any]], data: dataset.Dataset,
     finally:
         for proc in procs:
             common.stop_process(proc)
+    await common.require_no_dead_letters(settings)
     t0 = await common.first_timestamp(settings, FACTS_TOPIC, facts_start)
     return {"workers": workers, "events": produced, "seconds": t1 - t0,
             "events_per_s": produced / (t1 - t0), "members_after": members_after,

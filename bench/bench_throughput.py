@@ -144,6 +144,8 @@ async def measure(system: str, guarantee: str, rules: list[dict[str, Any]],
         if profiler is not None:
             profiler.stop()
         common.stop_process(proc)
+    if system == "stream":
+        await common.require_no_dead_letters(settings)
     return {"events": len(messages), "seconds": timed["seconds"],
             "events_per_s": len(messages) / timed["seconds"], "ready_s": ready_s,
             "rss_bytes": rss, "prefix": settings.topic_prefix}

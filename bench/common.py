@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from bench.dataset import SENTINEL_ACCOUNT, Message
 from common.settings import Settings
-from common.topics import ensure_topics
+from common.topics import DLQ_TOPIC, ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 #: Partitions of the benchmark's topics (SEGMENTS_PARTITIONS); 4 lets two workers share.
@@ -64,9 +64,16 @@ def machine() -> dict[str, Any]:
 # --- settings and topics -----------------------------------------------------------
 
 
+#: Topic prefixes this process handed out: `run_all` deletes those topics at the end,
+#: and only those (the broker may be shared with someone else's benchmark).
+CREATED_PREFIXES: list[str] = []
+
+
 def fresh_settings(partitions: int = PARTITIONS, label: str = "bench") -> Settings:
     env = Settings.from_env()
-    return replace(env, topic_prefix=f"{label}{uuid.uuid4().hex[:8]}.", partitions=partitions)
+    prefix = f"{label}{uuid.uuid4().hex[:8]}."
+    CREATED_PREFIXES.append(prefix)
+    return replace(env, topic_prefix=prefix, partitions=partitions)
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -110,12 +117,22 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     await consumer.start()
     try:
         name = settings.topic(topic)
-        parts = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name)
-                                                        or await _partitions(consumer, name))]
+        numbers = consumer.partitions_for_topic(name) or await _partitions(consumer, name)
+        parts = [TopicPartition(name, partition) for partition in sorted(numbers)]
         ends = await consumer.end_offsets(parts)
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def require_no_dead_letters(settings: Settings) -> None:
+    """Fail the run if the worker dead-lettered anything on this (fresh) prefix: a dead
+    letter and its log line cost something else than the work being timed, so the
+    figure would be of the wrong thing."""
+    dead = sum((await end_offsets(settings, DLQ_TOPIC)).values())
+    if dead:
+        raise RuntimeError(f"{dead} records (with any transaction markers) on "
+                           f"{settings.topic(DLQ_TOPIC)}: the run dead-lettered input")
 
 
 async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:
@@ -144,7 +161,7 @@ class TopicReader:
         while not parts and time.monotonic() < deadline:  # not declared yet (a peer's)
             await asyncio.sleep(0.5)
             parts = await _partitions(consumer, self.name)
-        tps = [TopicPartition(self.name, p) for p in sorted(parts)]
+        tps = [TopicPartition(self.name, partition) for partition in sorted(parts)]
         consumer.assign(tps)
         for tp in tps:
             if self.start is not None and tp.partition in self.start:

@@ -133,14 +133,18 @@ def run_profile(argv: list[str]) -> dict[str, Any]:
 
 
 async def delete_bench_topics() -> int:
-    """Every topic the benchmarks created (theirs and the Quix peer's): a broker left
-    with thousands of partitions (gigabytes) is slower for the next benchmark."""
+    """Every topic this run's benchmarks created (theirs and the Quix peer's; Faust's
+    start with the prefix too): a broker left with thousands of partitions (gigabytes)
+    is slower for the next benchmark. Only this run's prefixes: another benchmark may
+    be running on the same broker."""
     from common.topics import delete_topics_with_prefix
 
+    prefixes = list(common.CREATED_PREFIXES)
     settings = common.fresh_settings()
     total = 0
-    for prefix in ("bench", "repartition__bench", "changelog__bench"):  # Faust's: bench*
-        total += await delete_topics_with_prefix(settings, prefix)
+    for prefix in prefixes:
+        for name in (prefix, f"repartition__{prefix}", f"changelog__{prefix}"):
+            total += await delete_topics_with_prefix(settings, name)
     return total
 
 

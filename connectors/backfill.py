@@ -192,7 +192,7 @@ class _Run:
         self.key = progress_key(settings, job.connection_id)
         self.lock_key = f"{self.key}:lock"
         self.types = frozenset(NEEDED_EVENT_TYPES)
-        self.progress: BackfillProgress | None = None
+        self._progress: BackfillProgress | None = None
         self.started = time.monotonic()
         self.run_events = 0
         self.pages_base = 0
@@ -201,9 +201,14 @@ class _Run:
         self.api: AsyncStripe | None = None
 
     @property
-    def p(self) -> BackfillProgress:
-        assert self.progress is not None
-        return self.progress
+    def progress(self) -> BackfillProgress:
+        """The run's progress; loaded (or created) before any step reads it."""
+        assert self._progress is not None
+        return self._progress
+
+    @progress.setter
+    def progress(self, value: BackfillProgress) -> None:
+        self._progress = value
 
     async def execute(self) -> BackfillProgress:
         token = secrets.token_hex(8)
@@ -253,16 +258,16 @@ class _Run:
             async with AsyncStripe(job.api_key, api_base=self.settings.stripe_api_base,
                                    pacer=pacer, timeout=self.opts.request_timeout_s) as api:
                 self.api = api
-                if self.opts.warm_customers and self.p.customers is None:
+                if self.opts.warm_customers and self.progress.customers is None:
                     await self._warm(api)
                 await self._events(api)
                 await self._tail(api)
-            self.progress = self.p.with_(state="done", phase="done", cursor=None,
+            self.progress = self.progress.with_(state="done", phase="done", cursor=None,
                                          settle_until=None)
             await self._save(force_log=True)
-            return self.p
+            return self.progress
         except BaseException as exc:
-            self.progress = self.p.with_(state="failed", error=self._describe(exc))
+            self.progress = self.progress.with_(state="failed", error=self._describe(exc))
             try:
                 await self._save(force_log=True)
             except Exception as save_error:  # Redis gone too: the first error matters more
@@ -274,12 +279,12 @@ class _Run:
         resolver = EmailResolver(self.redis, self.settings, _no_key)
         count = await resolver.warm(self.job.connection_id, self.job.api_key, client=api.client)
         self.requests_base = api.requests
-        self.progress = self.p.with_(customers=count)
+        self.progress = self.progress.with_(customers=count)
         await self._save()
 
     async def _events(self, api: AsyncStripe) -> None:
         target = max(1, self.opts.slice_cap // 2)
-        cursor = self.p.cursor
+        cursor = self.progress.cursor
         while cursor is not None:
             cap = None if cursor.started or cursor.lo == cursor.hi else self.opts.slice_cap
             listed = await self._list_slice(api, cursor, cap)
@@ -293,7 +298,7 @@ class _Run:
                 note = (f"slice {cursor.lo}-{cursor.hi}: last acknowledged event no longer "
                         "listed; resumed from its second (may repeat a few)")
                 log.warning("backfill %s: %s", self.job.connection_id, note)
-                self.progress = self.p.with_(notes=(*self.p.notes, note)[-5:])
+                self.progress = self.progress.with_(notes=(*self.progress.notes, note)[-5:])
             for start in range(0, len(todo), self.opts.page_size):
                 page = todo[start:start + self.opts.page_size]
                 acked, error = await self._publish(page)
@@ -304,30 +309,30 @@ class _Run:
                 await self._save(cursor=cursor, published=len(acked))
                 if error is not None:
                     raise error
-            cursor = next_slice(cursor, self.p.until, len(ordered), target)
+            cursor = next_slice(cursor, self.progress.until, len(ordered), target)
             await self._save(cursor=cursor)
 
     async def _tail(self, api: AsyncStripe) -> None:
         """After the history: wait until the rest of the window is `settle_s` old, then
         read it, until the slices reach the window's end."""
-        while self.p.until < self.p.end:
-            ready_at = self.p.end + self.opts.settle_s
+        while self.progress.until < self.progress.end:
+            ready_at = self.progress.end + self.opts.settle_s
             wait = ready_at - time.time()
             if wait > 0:
-                self.progress = self.p.with_(phase="settling", settle_until=ready_at)
+                self.progress = self.progress.with_(phase="settling", settle_until=ready_at)
                 await self._save(force_log=True)
                 await asyncio.sleep(wait)
                 continue
-            cursor = tail_slice(self.p, time.time(), self.opts.settle_s)
+            cursor = tail_slice(self.progress, time.time(), self.opts.settle_s)
             assert cursor is not None  # the whole rest is settle_s old by now
-            self.progress = self.p.with_(phase="tail", until=cursor.hi, settle_until=None)
+            self.progress = self.progress.with_(phase="tail", until=cursor.hi, settle_until=None)
             await self._save(cursor=cursor, force_log=True)
             await self._events(api)
 
     async def _list_slice(self, api: AsyncStripe, cursor: Cursor,
                           cap: int | None) -> list[list[dict[str, Any]]] | _Overflow:
         """Every needed event created in the slice, one list per listing made."""
-        filtered = self.p.filter == "types"
+        filtered = self.progress.filter == "types"
         groups: list[list[str] | None] = list(type_groups(self.types)) if filtered else [None]
         listings: list[list[dict[str, Any]]] = []
         kept, oldest = 0, cursor.hi
@@ -344,7 +349,7 @@ class _Run:
                 log.info("backfill %s: the Stripe API refuses types[] (%s); listing all "
                          "events and keeping the needed types here",
                          self.job.connection_id, exc.user_message)
-                self.progress = self.p.with_(filter="unfiltered")
+                self.progress = self.progress.with_(filter="unfiltered")
                 await self._save()
                 return await self._list_slice(api, cursor, cap)
             events: list[dict[str, Any]] = []
@@ -411,23 +416,23 @@ class _Run:
         """Persist the progress (with `changes`, e.g. `cursor=`), report and maybe log."""
         self.run_events += published
         changes.update(
-            events=self.p.events + published,
+            events=self.progress.events + published,
             updated_at=round(time.time(), 3),
             rate_per_s=rate(self.run_events, time.monotonic() - self.started),
         )
         if self.api is not None:
             changes["pages"] = self.pages_base + self.api.requests - self.requests_base
-        self.progress = self.p.with_(**changes)
-        await self.redis.set(self.key, orjson.dumps(self.p.to_json()))
+        self.progress = self.progress.with_(**changes)
+        await self.redis.set(self.key, orjson.dumps(self.progress.to_json()))
         if self.on_progress is not None:
-            self.on_progress(self.p)
+            self.on_progress(self.progress)
         if force_log or time.monotonic() - self.last_log >= self.opts.log_every_s:
             self.last_log = time.monotonic()
-            p = self.p
+            progress = self.progress
             log.info("backfill %s: %s (%s), %d events, %d pages, %.1f events/s%s",
-                     p.connection_id, p.state, p.phase_text, p.events, p.pages,
-                     p.rate_per_s,
-                     f", at {p.cursor.lo}" if p.cursor is not None else "")
+                     progress.connection_id, progress.state, progress.phase_text,
+                     progress.events, progress.pages, progress.rate_per_s,
+                     f", at {progress.cursor.lo}" if progress.cursor is not None else "")
 
     def _describe(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"[:300]

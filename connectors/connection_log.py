@@ -159,7 +159,7 @@ class CompactedLog:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_retry_interval)
         started = time.monotonic()
-        while any(self._positions[p] < end for p, end in ends.items()):
+        while any(self._positions[partition] < end for partition, end in ends.items()):
             await self._poll(1000)
         if self._on_loaded is not None:
             await self._on_loaded()
@@ -193,7 +193,7 @@ class CompactedLog:
             auto_offset_reset="earliest", fetch_max_wait_ms=100)
         await self._consumer.start()
         numbers = self._consumer.partitions_for_topic(self.topic) or {0}
-        tps = [TopicPartition(self.topic, p) for p in sorted(numbers)]
+        tps = [TopicPartition(self.topic, partition) for partition in sorted(numbers)]
         self._consumer.assign(tps)
         if self._positions:  # reconnecting: go on from where this process was
             for tp in tps:

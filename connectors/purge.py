@@ -24,8 +24,8 @@ async def request_purge(settings: Settings, account_id: str, connection_ids: lis
     await producer.start()
     try:
         partitions = sorted(await producer.partitions_for(topic))
-        sent = [await producer.send(topic, record, key=account_id.encode(), partition=p)
-                for p in partitions]
+        sent = [await producer.send(topic, record, key=account_id.encode(), partition=partition)
+                for partition in partitions]
         for future in sent:
             await future
     finally:

@@ -54,11 +54,11 @@ class SecretBox:
     """Encrypts and decrypts short secrets; the key itself never appears in a repr."""
 
     def __init__(self, key: str) -> None:
-        parts = [p.strip() for p in key.split(",") if p.strip()]
+        parts = [part.strip() for part in key.split(",") if part.strip()]
         if not parts:
             raise SecretKeyError("SEGMENTS_SECRET_KEY is empty")
         try:
-            fernets = [Fernet(p.encode()) for p in parts]
+            fernets = [Fernet(part.encode()) for part in parts]
             self._fernet = MultiFernet(fernets)
             self._first = fernets[0]
         except (ValueError, TypeError):

@@ -240,11 +240,11 @@ async def serve(app: web.Application, host: str, port: int, *,
         runners.append(runner(admin, shutdown_timeout=shutdown_timeout))
     started: list[web.AppRunner] = []
     try:
-        for each, (h, p) in zip(runners, ((host, port), (admin_host, admin_port)),
-                                strict=False):
+        for each, (bind_host, bind_port) in zip(runners, ((host, port), (admin_host, admin_port)),
+                                                strict=False):
             await each.setup()
             started.append(each)
-            await web.TCPSite(each, h, p).start()
+            await web.TCPSite(each, bind_host, bind_port).start()
         log.info("connector: webhooks on http://%s:%d", host, port)
         if admin is not None:
             log.info("connector: connection API, /healthz, /metrics on http://%s:%d",

@@ -55,7 +55,8 @@ class SupervisedSink:
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.max_retry_interval = max_retry_interval
-        self._factory = factory or (lambda s, t: KafkaEventSink(s, timeout=t))
+        self._factory = factory or (
+            lambda settings, timeout: KafkaEventSink(settings, timeout=timeout))
         self._on_state = on_state or (lambda up: None)
         #: Runs once before the first connection, e.g. declaring the topics.
         self._prepare = prepare

@@ -112,7 +112,7 @@ async def partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartit
         numbers = consumer.partitions_for_topic(topic)
     if not numbers:
         raise SystemExit(f"topic {topic} does not exist")
-    return [TopicPartition(topic, p) for p in sorted(numbers)]
+    return [TopicPartition(topic, partition) for partition in sorted(numbers)]
 
 
 async def read_range(consumer: AIOKafkaConsumer, start: dict[TopicPartition, int],

@@ -70,8 +70,8 @@ async def read_lag(settings: Settings, group: str, topics: Sequence[str] = (),
             described = await asyncio.wait_for(admin.describe_topics(list(topics)), timeout)
             for doc in described:
                 if doc.get("error_code") == 0:  # else the topic does not exist (yet)
-                    partitions.update(TopicPartition(doc["topic"], p["partition"])
-                                      for p in doc.get("partitions", ()))
+                    partitions.update(TopicPartition(doc["topic"], entry["partition"])
+                                      for entry in doc.get("partitions", ()))
         if not partitions:
             return []
         ordered = sorted(partitions)

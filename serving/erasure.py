@@ -73,7 +73,7 @@ async def forget(settings: Settings, account_id: str, email: str) -> ForgetSent:
     try:
         partitions = sorted(await producer.partitions_for(topic))
         sent = [await producer.send(topic, record, key=contact_key(account_id, normalized),
-                                    partition=p) for p in partitions]
+                                    partition=partition) for partition in partitions]
         for future in sent:
             await future
     finally:

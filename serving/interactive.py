@@ -65,13 +65,14 @@ class Fanout:
             await self._http.close()
 
     async def owners(self, partitions: list[int]) -> dict[int, str | None]:
-        raw = await self.redis.mget([owner_key(self.prefix, p) for p in partitions])
+        keys = [owner_key(self.prefix, partition) for partition in partitions]
+        raw = await self.redis.mget(keys)
         found: dict[int, str | None] = {}
-        for p, value in zip(partitions, raw, strict=True):
+        for partition, value in zip(partitions, raw, strict=True):
             try:
-                found[p] = str(orjson.loads(value)["url"]) if value else None
+                found[partition] = str(orjson.loads(value)["url"]) if value else None
             except (orjson.JSONDecodeError, KeyError, TypeError):
-                found[p] = None
+                found[partition] = None
         return found
 
     async def ask(self, url: str, path: str, body: dict[str, Any],
@@ -140,12 +141,12 @@ async def preview(request: web.Request) -> web.Response:
     as_of = int(time.time())
     partitions = list(range(fanout.partitions))
     owners = await fanout.owners(partitions)
-    missing = sorted(p for p, url in owners.items() if url is None)
+    missing = sorted(partition for partition, url in owners.items() if url is None)
     if missing:
         return retry(f"partitions {missing} have no owner serving queries right now")
     by_url: dict[str, list[int]] = defaultdict(list)
-    for p, url in owners.items():
-        by_url[str(url)].append(p)
+    for partition, url in owners.items():
+        by_url[str(url)].append(partition)
     body = {"account_id": account_id, "rule": rule.to_dict(), "as_of": as_of}
     authorization = request.headers.get("Authorization", "")
     answers = await asyncio.gather(*(
@@ -171,16 +172,16 @@ async def explain(request: web.Request) -> web.Response:
     if email is None:
         raise ApiError(400, f"email must be an email address (got {raw!r})")
     fanout = request.app[FANOUT]
-    p = partition_for(contact_key(account_id, email), fanout.partitions)
-    url = (await fanout.owners([p]))[p]
+    partition = partition_for(contact_key(account_id, email), fanout.partitions)
+    url = (await fanout.owners([partition]))[partition]
     if url is None:
-        return retry(f"partition {p} has no owner serving queries right now")
+        return retry(f"partition {partition} has no owner serving queries right now")
     answer = await fanout.ask(url, "/query/explain", {
         "account_id": account_id, "segment_id": segment_id, "email": email,
         "as_of": int(time.time())}, request.headers.get("Authorization", ""))
     if answer is None or answer.get("status") != "ok":
         # "unknown_segment": the read model has the rule, that partition not yet.
-        return retry(f"partition {p} is restoring, moving or catching up")
+        return retry(f"partition {partition} is restoring, moving or catching up")
     since = None
     if answer["member"]:
         for segment in await request.app[READER].contact_segments(account_id, email):

@@ -80,7 +80,7 @@ async def _partitions(settings: Settings, *topics: str) -> dict[str, list[TopicP
     for doc in described:
         if doc["error_code"] != 0 or not doc["partitions"]:
             raise RebuildError(f"cannot read topic {doc['topic']}: error {doc['error_code']}")
-        numbers = sorted(p["partition"] for p in doc["partitions"])
+        numbers = sorted(entry["partition"] for entry in doc["partitions"])
         found[doc["topic"]] = [TopicPartition(doc["topic"], n) for n in numbers]
     return found
 

@@ -45,7 +45,7 @@ class StatusTable:
         if version is None or not self.caught_up.is_set():
             return POPULATING
         applied = self.applied.get((account_id, segment_id), {})
-        done = all(applied.get(p) == version for p in range(self.partitions))
+        done = all(applied.get(partition) == version for partition in range(self.partitions))
         return READY if done else POPULATING
 
     def apply(self, key: bytes, value: bytes | None) -> None:

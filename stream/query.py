@@ -55,8 +55,8 @@ def preview(partition_state: PartitionState, contacts: Mapping[str, ContactState
 
 def merge(previews: list[Preview], sample_size: int = SAMPLE_SIZE) -> Preview:
     """One answer from every partition's (partitions hold disjoint contacts)."""
-    count = sum(p.count for p in previews)
-    emails = heapq.nsmallest(sample_size, (e for p in previews for e in p.sample))
+    count = sum(part.count for part in previews)
+    emails = heapq.nsmallest(sample_size, (email for part in previews for email in part.sample))
     return Preview(count, emails)
 
 

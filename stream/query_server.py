@@ -11,7 +11,7 @@ Kafka Streams' interactive queries, for this runtime:
   state is not loaded, or its task has not started) answers `null`: "retry", never a
   count from partial state.
 - **Advertising.** Every `REFRESH_S` each worker writes, for each partition it serves,
-  `owner_key(prefix, p)` = `{"url", "generation", "worker"}` into Redis with a TTL of
+  `owner_key(prefix, partition)` = `{"url", "generation", "worker"}` into Redis with a TTL of
   `TTL_S`; a write never replaces an entry of a newer consumer-group generation (a
   zombie cannot take a partition back), and a partition given up is removed only if
   the entry is still this worker's. A crashed worker's entries expire; until then
@@ -148,21 +148,21 @@ class QueryServer:
             await asyncio.sleep(REFRESH_S)
 
     async def advertise_once(self) -> None:
-        serving = {p for p in self.stream.assigned() if self.ready(p)}
+        serving = {partition for partition in self.stream.assigned() if self.ready(partition)}
         await self._withdraw(self._advertised - serving)
         value = orjson.dumps({"url": self.url, "generation": self.generation(),
                               "worker": self.worker_id, "at": int(time.time())})
         prefix = self.settings.topic_prefix
-        for p in sorted(serving):
-            await self._claim(keys=[owner_key(prefix, p)],
+        for partition in sorted(serving):
+            await self._claim(keys=[owner_key(prefix, partition)],
                               args=[value, self.generation(), TTL_S])
         self._advertised = serving
 
     async def _withdraw(self, partitions: set[int]) -> None:
         prefix = self.settings.topic_prefix
-        for p in sorted(partitions):
-            await self._release(keys=[owner_key(prefix, p)], args=[self.worker_id])
-            self._advertised.discard(p)
+        for partition in sorted(partitions):
+            await self._release(keys=[owner_key(prefix, partition)], args=[self.worker_id])
+            self._advertised.discard(partition)
 
     # -- queries -----------------------------------------------------------------------
 
@@ -190,14 +190,14 @@ class QueryServer:
         sample_size = min(int(doc.get("sample_size", SAMPLE_SIZE)), SAMPLE_SIZE)
         answers: dict[str, Any] = {}
         pipeline = self.stream.pipeline
-        for p in doc.get("partitions") or ():
-            if not isinstance(p, int) or not self.ready(p):
-                answers[str(p)] = None  # retry: not here, or not yet
+        for partition in doc.get("partitions") or ():
+            if not isinstance(partition, int) or not self.ready(partition):
+                answers[str(partition)] = None  # retry: not here, or not yet
                 continue
-            partition_state = pipeline.partitions[p]
-            answers[str(p)] = preview(partition_state, pipeline.contacts.view(p), rule,
-                                      doc["as_of"],
-                                      sample_size).to_dict()
+            partition_state = pipeline.partitions[partition]
+            contacts = pipeline.contacts.view(partition)
+            answers[str(partition)] = preview(partition_state, contacts, rule, doc["as_of"],
+                                              sample_size).to_dict()
         return json_response({"partitions": answers})
 
     async def _explain(self, request: web.Request) -> web.Response:
@@ -208,18 +208,18 @@ class QueryServer:
             raise web.HTTPBadRequest(text="email and segment_id are required")
         account_id = doc["account_id"]
         key = contact_key(account_id, email)
-        p = partition_for(key, self.settings.partitions)
-        if not self.ready(p):
-            return json_response({"status": "retry", "partition": p})
+        partition = partition_for(key, self.settings.partitions)
+        if not self.ready(partition):
+            return json_response({"status": "retry", "partition": partition})
         pipeline = self.stream.pipeline
-        rule = pipeline.partitions[p].rules.get(account_id, segment_id)
+        rule = pipeline.partitions[partition].rules.get(account_id, segment_id)
         if rule is None:
-            return json_response({"status": "unknown_segment", "partition": p})
-        contact = pipeline.contacts.view(p).get(key.decode())
+            return json_response({"status": "unknown_segment", "partition": partition})
+        contact = pipeline.contacts.view(partition).get(key.decode())
         answer = explain(contact, rule, doc["as_of"])
-        return json_response({"status": "ok", "partition": p, "rule_version": rule.version,
+        return json_response({"status": "ok", "partition": partition, "rule_version": rule.version,
                               **answer})
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        served = sorted(p for p in self.stream.assigned() if self.ready(p))
+        served = sorted(partition for partition in self.stream.assigned() if self.ready(partition))
         return json_response({"status": "ok", "partitions": served})

@@ -114,7 +114,7 @@ async def read_events(settings: Settings, *, expect: int = 0, timeout: float = 3
     await consumer.start()
     try:
         # ensure_topics created it with settings.partitions partitions.
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        partitions = [TopicPartition(topic, partition) for partition in range(settings.partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         got: list[RawEvent] = []
@@ -142,7 +142,7 @@ async def end_offsets_total(settings: Settings) -> int:
     consumer = kafka.consumer(settings)
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        parts = [TopicPartition(topic, partition) for partition in range(settings.partitions)]
         ends = await consumer.end_offsets(parts)
         return sum(ends.values())
     finally:

@@ -38,7 +38,7 @@ async def _partitions(consumer: Any, topics: Iterable[str]) -> list[TopicPartiti
             numbers = consumer.partitions_for_topic(topic) or set()
         if not numbers:
             raise AssertionError(f"topic {topic} does not exist")
-        found += [TopicPartition(topic, p) for p in sorted(numbers)]
+        found += [TopicPartition(topic, partition) for partition in sorted(numbers)]
     return found
 
 

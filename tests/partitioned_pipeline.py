@@ -49,11 +49,12 @@ class TwoWorkers:
         self.settings = Settings(topic_prefix="t.", partitions=PARTITIONS)
         per = PARTITIONS // WORKERS
         self.workers = []
-        for w in range(WORKERS):
+        for worker in range(WORKERS):
             pipeline = Pipeline(self.settings, StreamOptions(clock=self.clock))
-            pipeline.adopt(list(range(w * per, (w + 1) * per)))
+            pipeline.adopt(list(range(worker * per, (worker + 1) * per)))
             self.workers.append(pipeline)
-        self.owner = {p: self.workers[p // per] for p in range(PARTITIONS)}
+        self.owner = {partition: self.workers[partition // per]
+                      for partition in range(PARTITIONS)}
         self.offset = 0
         self.out: list[tuple[str, bytes | None, bytes | None]] = []
         self.runner = asyncio.Runner()
@@ -71,12 +72,13 @@ class TwoWorkers:
              partition: int | None = None) -> None:
         queue = deque([(topic, key, value, partition)])
         while queue:
-            topic, key, value, partition = queue.popleft()
-            p = partition if partition is not None else partition_for(key or b"", PARTITIONS)
+            topic, key, value, requested = queue.popleft()
+            partition = (requested if requested is not None
+                         else partition_for(key or b"", PARTITIONS))
             out = Outbox()
             self.offset += 1
-            record = Record(self.settings.topic(topic), p, self.offset, key, value)
-            self.runner.run(self.owner[p].process(p, record.topic, [record], out))
+            record = Record(self.settings.topic(topic), partition, self.offset, key, value)
+            self.runner.run(self.owner[partition].process(partition, record.topic, [record], out))
             for t, k, v, part, _ in out.messages:
                 name = t.removeprefix("t.")
                 self.out.append((name, k, v))
@@ -86,9 +88,9 @@ class TwoWorkers:
     def event(self, event: dict[str, Any], connection: str = "conn1") -> int:
         """Feed a raw event keyed as the connector keys it; the partition it landed on."""
         raw = RawEvent(connection, self.account, "webhook", 0, event)
-        p = partition_for(raw.key(), PARTITIONS)
+        partition = partition_for(raw.key(), PARTITIONS)
         self.feed("stripe.events", raw.key(), raw.to_bytes())
-        return p
+        return partition
 
     def rule(self, doc: dict[str, Any]) -> None:
         doc = {"account_id": self.account, "name": doc["id"], "timezone": "UTC",

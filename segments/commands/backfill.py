@@ -64,28 +64,29 @@ class ProgressView:
         self.every_s = every_s
         self.last: float | None = None
 
-    def line(self, p: Any) -> str:
+    def line(self, progress: Any) -> str:
         at = ""
-        if p.phase == "settling":
-            at = f"  {p.phase_text}"
-        elif p.cursor is not None:
-            at = "  at " + datetime.fromtimestamp(p.cursor.lo, UTC).strftime("%Y-%m-%d %H:%M")
-            span = max(1, p.end - p.since)
-            at += f" ({min(100.0, 100 * (p.cursor.lo - p.since) / span):.0f}% of window)"
-        return (f"backfill {p.connection_id}: {p.state}  {p.events:,} events  "
-                f"{p.pages:,} pages  {p.rate_per_s:,.1f} events/s{at}")
+        if progress.phase == "settling":
+            at = f"  {progress.phase_text}"
+        elif progress.cursor is not None:
+            at_s = progress.cursor.lo
+            at = "  at " + datetime.fromtimestamp(at_s, UTC).strftime("%Y-%m-%d %H:%M")
+            span = max(1, progress.end - progress.since)
+            at += f" ({min(100.0, 100 * (at_s - progress.since) / span):.0f}% of window)"
+        return (f"backfill {progress.connection_id}: {progress.state}  {progress.events:,} events  "
+                f"{progress.pages:,} pages  {progress.rate_per_s:,.1f} events/s{at}")
 
-    def __call__(self, p: Any) -> None:
+    def __call__(self, progress: Any) -> None:
         now = time.monotonic()
-        final = p.state != "running"
+        final = progress.state != "running"
         if self.tty:
             if final or self.last is None or now - self.last >= 0.2:
                 self.last = now
-                self.out.write("\r\x1b[K" + self.line(p))
+                self.out.write("\r\x1b[K" + self.line(progress))
                 self.out.flush()
         elif final or self.last is None or now - self.last >= self.every_s:
             self.last = now
-            print(self.line(p), file=self.out, flush=True)
+            print(self.line(progress), file=self.out, flush=True)
 
     def close(self) -> None:
         if self.tty:

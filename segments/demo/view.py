@@ -145,7 +145,7 @@ class Monitor:
             self._lag_at = time.monotonic()
             try:
                 lags = await read_lag(self.kafka_settings, self.group, self.topics, 3.0)
-                self._lag = sum(p.lag for p in lags)
+                self._lag = sum(lag.lag for lag in lags)
             except Exception:  # the view shows "?" rather than stopping the demo
                 self._lag = None
         return self._lag

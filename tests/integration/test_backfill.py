@@ -83,7 +83,7 @@ async def topic_contents(settings: Settings) -> list[RawEvent]:
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        partitions = [TopicPartition(topic, partition) for partition in range(settings.partitions)]
         consumer.assign(partitions)
         end = await consumer.end_offsets(partitions)
         out: list[RawEvent] = []

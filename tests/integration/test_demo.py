@@ -44,7 +44,7 @@ async def raw_events(settings: Settings) -> list[RawEvent]:
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        partitions = [TopicPartition(topic, partition) for partition in range(settings.partitions)]
         consumer.assign(partitions)
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)

@@ -159,9 +159,10 @@ async def test_killed_and_restarted_the_example_ends_with_the_members_picture(
     # Every change after the bootstrap acted on exactly once, across all the kills.
     after = [r for r in changes if r.offset >= doc["bootstrapped_at"][str(r.partition)]]
     assert doc["acted"] == len(after)
-    for p in range(settings.partitions):  # and it read every partition to its end
-        last = max((r.offset for r in changes if r.partition == p), default=-1)
-        assert doc["offsets"][str(p)] >= max(last + 1, doc["bootstrapped_at"][str(p)])
+    for partition in range(settings.partitions):  # and it read every partition to its end
+        last = max((r.offset for r in changes if r.partition == partition), default=-1)
+        bootstrapped_at = doc["bootstrapped_at"][str(partition)]
+        assert doc["offsets"][str(partition)] >= max(last + 1, bootstrapped_at)
 
 
 def _versionless(picture: dict[str, Any]) -> dict[str, Any]:

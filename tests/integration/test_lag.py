@@ -53,22 +53,22 @@ async def test_lag_counts_records_not_transaction_markers(settings: Settings) ->
 
     # Never committed: everything from the beginning is lag, on every partition listed.
     await _produce(settings, topic, 10, transactional=True)
-    lags = {(p.topic, p.partition): p for p in
+    lags = {(lag.topic, lag.partition): lag for lag in
             await read_lag(settings, group, [topic])}
     assert len(lags) == settings.partitions
     assert lags[(topic, 0)].lag == 10
     assert lags[(topic, 0)].committed is None
-    assert all(p.lag == 0 for key, p in lags.items() if key != (topic, 0))
+    assert all(lag.lag == 0 for key, lag in lags.items() if key != (topic, 0))
 
     # Caught up after a transaction: the commit marker at offset 10 is not lag.
     await _commit(settings, group, tp, 10)
-    [lag] = [p for p in await read_lag(settings, group)
-             if p.partition == 0]
+    [lag] = [each for each in await read_lag(settings, group)
+             if each.partition == 0]
     assert (lag.committed, lag.end, lag.lag) == (10, 11, 0)
 
     await _produce(settings, topic, 5, transactional=False)
-    [lag] = [p for p in await read_lag(settings, group)
-             if p.partition == 0]
+    [lag] = [each for each in await read_lag(settings, group)
+             if each.partition == 0]
     assert lag.lag == 5
 
     registry = CollectorRegistry()

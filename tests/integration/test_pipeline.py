@@ -85,9 +85,9 @@ class Topics:
                                enable_auto_commit=False, isolation_level="read_committed")
         await group.start()
         try:
-            inputs = [TopicPartition(s.topic(name), p)
+            inputs = [TopicPartition(s.topic(name), partition)
                       for name in (EVENTS_TOPIC, BY_CHARGE_TOPIC, FACTS_TOPIC)
-                      for p in range(s.partitions)]
+                      for partition in range(s.partitions)]
 
             probe = kafka.consumer(s, isolation_level="read_committed",
                                    enable_auto_commit=False)
@@ -122,8 +122,8 @@ class Topics:
 
         await self.read(name)
         consumer = self.consumers[name]
-        tps = [TopicPartition(self.settings.topic(name), p)
-               for p in range(self.settings.partitions)]
+        tps = [TopicPartition(self.settings.topic(name), partition)
+               for partition in range(self.settings.partitions)]
         ends = await consumer.end_offsets(tps)
 
         async def at_end() -> bool:

@@ -98,9 +98,8 @@ class Topics:
 
 @pytest.fixture
 async def topics(settings: Settings) -> Topics:
-    t = Topics(settings)
     await ensure_topics(settings, (TopicSpec("runtime.in"), TopicSpec("runtime.out")))
-    return t
+    return Topics(settings)
 
 
 @asynccontextmanager
@@ -118,70 +117,68 @@ async def wait_owners(*runtimes: StreamRuntime, partitions: int) -> None:
         for runtime in runtimes:
             assert runtime.failed is None, runtime.failed
         sets = [runtime.assigned() for runtime in runtimes]
-        return all(sets) and sorted(p for s in sets for p in s) == list(range(partitions))
+        numbers = sorted(partition for assigned in sets for partition in assigned)
+        return all(sets) and numbers == list(range(partitions))
 
     await async_wait_for(owned, 60, interval=0.2, what="every partition owned once")
 
 
-async def assert_nothing_replayed(t: Topics, first: list[str]) -> None:
-    sentinels = [f"sentinel-{p}" for p in range(t.settings.partitions)]
-    await t.send(sentinels)
-    await t.wait_output(sentinels)
-    counts = Counter(await t.output())
+async def assert_nothing_replayed(topics: Topics, first: list[str]) -> None:
+    sentinels = [f"sentinel-{partition}" for partition in range(topics.settings.partitions)]
+    await topics.send(sentinels)
+    await topics.wait_output(sentinels)
+    counts = Counter(await topics.output())
     assert {v: n for v, n in counts.items() if n != 1} == {}, "processed more than once"
     assert set(counts) == {*first, *sentinels}
 
 
 async def test_a_clean_stop_commits_what_was_processed(topics: Topics) -> None:
-    t = topics
     first = [f"r{n}" for n in range(RECORDS)]
-    await t.send(first)
-    async with started(t.runtime()) as runtime:
-        await wait_owners(runtime, partitions=t.settings.partitions)
-        await t.wait_output(first)
-    ends = await end_offsets(t.settings, [t.source])
-    assert await committed_offsets(t.settings, t.group, list(ends)) == ends
+    await topics.send(first)
+    async with started(topics.runtime()) as runtime:
+        await wait_owners(runtime, partitions=topics.settings.partitions)
+        await topics.wait_output(first)
+    ends = await end_offsets(topics.settings, [topics.source])
+    assert await committed_offsets(topics.settings, topics.group, list(ends)) == ends
 
-    async with started(t.runtime()) as successor:
-        await wait_owners(successor, partitions=t.settings.partitions)
-        await assert_nothing_replayed(t, first)
+    async with started(topics.runtime()) as successor:
+        await wait_owners(successor, partitions=topics.settings.partitions)
+        await assert_nothing_replayed(topics, first)
 
 
 async def test_a_rebalance_commits_what_was_processed(topics: Topics) -> None:
-    t = topics
     first = [f"r{n}" for n in range(RECORDS)]
-    await t.send(first)
-    async with started(t.runtime()) as one:
-        await wait_owners(one, partitions=t.settings.partitions)
-        await t.wait_output(first)
-        async with started(t.runtime()) as two:  # joins: every partition is revoked
-            await wait_owners(one, two, partitions=t.settings.partitions)
-            await assert_nothing_replayed(t, first)
+    await topics.send(first)
+    async with started(topics.runtime()) as one:
+        await wait_owners(one, partitions=topics.settings.partitions)
+        await topics.wait_output(first)
+        async with started(topics.runtime()) as two:  # joins: the partitions it takes move
+            await wait_owners(one, two, partitions=topics.settings.partitions)
+            await assert_nothing_replayed(topics, first)
 
 
 async def test_a_fenced_task_rejoins_and_nothing_is_lost_or_doubled(topics: Topics) -> None:
     """A task whose producer another one fenced (as a new owner or a transaction timeout
     does) drops its work and the worker rejoins: it does not exit, and what came after
     the fence comes out exactly once."""
-    t = topics
     first = [f"r{n}" for n in range(RECORDS)]
-    await t.send(first)
-    runtime = StreamRuntime(settings=t.settings, group_id=t.group,
-                            handler=Echo(t.source, t.sink), exactly_once=True,
+    await topics.send(first)
+    runtime = StreamRuntime(settings=topics.settings, group_id=topics.group,
+                            handler=Echo(topics.source, topics.sink), exactly_once=True,
                             commit_interval=0.1, tick_interval=COMMIT_INTERVAL)
     async with started(runtime):
-        await wait_owners(runtime, partitions=t.settings.partitions)
-        await t.wait_output(first)
-        fence = kafka.producer(t.settings, transactional_id=f"{t.group}-0",
+        await wait_owners(runtime, partitions=topics.settings.partitions)
+        await topics.wait_output(first)
+        fence = kafka.producer(topics.settings, transactional_id=f"{topics.group}-0",
                                enable_idempotence=True)
         await fence.start()  # a new epoch for partition 0's transactional id
         await fence.stop()
         second = [f"s{n}" for n in range(RECORDS)]
-        await t.send(second)
-        await t.wait_output(second)
+        await topics.send(second)
+        await topics.wait_output(second)
         assert runtime.lost_tasks >= 1, "the fence never reached the task"
         assert runtime.failed is None
-        counts = Counter(await t.output())
+        counts = Counter(await topics.output())
         assert {v: n for v, n in counts.items() if n != 1} == {}
         assert set(counts) == {*first, *second}
 
@@ -191,18 +188,17 @@ async def test_a_restart_elsewhere_moves_only_the_restarted_workers_partitions(
     """Sticky: when one of two workers is replaced by a new one, the other keeps the
     partitions it had (the range assignor reshuffles by member id), and it keeps their
     state: they are suspended, not revoked."""
-    t = topics
-    handler = Recording(t.source, t.sink)
-    one = StreamRuntime(settings=t.settings, group_id=t.group, handler=handler,
+    handler = Recording(topics.source, topics.sink)
+    one = StreamRuntime(settings=topics.settings, group_id=topics.group, handler=handler,
                         exactly_once=True, commit_interval=0.1,
                         tick_interval=COMMIT_INTERVAL)
     async with started(one):
-        await wait_owners(one, partitions=t.settings.partitions)
-        async with started(t.runtime()) as two:
-            await wait_owners(one, two, partitions=t.settings.partitions)
+        await wait_owners(one, partitions=topics.settings.partitions)
+        async with started(topics.runtime()) as two:
+            await wait_owners(one, two, partitions=topics.settings.partitions)
             kept = one.assigned()
-        async with started(t.runtime()) as three:
-            await wait_owners(one, three, partitions=t.settings.partitions)
+        async with started(topics.runtime()) as three:
+            await wait_owners(one, three, partitions=topics.settings.partitions)
             assert one.assigned() == kept
     assert kept
     assert handler.suspended_calls[-1] == sorted(kept)

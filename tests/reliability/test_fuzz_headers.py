@@ -85,27 +85,28 @@ def servers(settings: Settings) -> Iterator[Servers]:
                   f"statuses {dict(sorted(found.statuses.items()))}")
 
 
-def routes(s: Servers) -> list[tuple[int, str, str, bytes]]:
+def routes(servers: Servers) -> list[tuple[int, str, str, bytes]]:
     """(port, method, target, body) of every route; bodies that cannot reach Stripe."""
-    c = s.connection
+    connection = servers.connection
     return [
-        (s.public, "POST", f"/webhooks/stripe/{c}", b'{"id": "evt_1", "type": "ping"}'),
-        (s.public, "POST", "/webhooks/stripe/conn_unknown", b"{}"),
-        (s.admin, "POST", "/connections", b'{"account_id": "acme"}'),
-        (s.admin, "GET", f"/connections/{c}", b""),
-        (s.admin, "DELETE", "/connections/conn_unknown", b""),
-        (s.admin, "GET", "/healthz", b""),
-        (s.admin, "GET", "/metrics", b""),
-        (s.api, "GET", "/segments", b""),
-        (s.api, "GET", "/accounts/acme/segments", b""),
-        (s.api, "GET", "/accounts/acme/segments/vip", b""),
-        (s.api, "GET", "/accounts/acme/segments/vip/members?limit=5", b""),
-        (s.api, "GET", "/accounts/acme/contacts/ann@example.com/segments", b""),
-        (s.api, "GET", "/events?account_id=acme", b""),
-        (s.api, "GET", "/healthz", b""),
-        (s.api, "GET", "/metrics", b""),
-        (s.api, "GET", "/", b""),
-        (s.api, "GET", "/static/app.js", b""),
+        (servers.public, "POST", f"/webhooks/stripe/{connection}",
+         b'{"id": "evt_1", "type": "ping"}'),
+        (servers.public, "POST", "/webhooks/stripe/conn_unknown", b"{}"),
+        (servers.admin, "POST", "/connections", b'{"account_id": "acme"}'),
+        (servers.admin, "GET", f"/connections/{connection}", b""),
+        (servers.admin, "DELETE", "/connections/conn_unknown", b""),
+        (servers.admin, "GET", "/healthz", b""),
+        (servers.admin, "GET", "/metrics", b""),
+        (servers.api, "GET", "/segments", b""),
+        (servers.api, "GET", "/accounts/acme/segments", b""),
+        (servers.api, "GET", "/accounts/acme/segments/vip", b""),
+        (servers.api, "GET", "/accounts/acme/segments/vip/members?limit=5", b""),
+        (servers.api, "GET", "/accounts/acme/contacts/ann@example.com/segments", b""),
+        (servers.api, "GET", "/events?account_id=acme", b""),
+        (servers.api, "GET", "/healthz", b""),
+        (servers.api, "GET", "/metrics", b""),
+        (servers.api, "GET", "/", b""),
+        (servers.api, "GET", "/static/app.js", b""),
     ]
 
 

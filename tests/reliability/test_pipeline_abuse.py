@@ -121,81 +121,79 @@ async def pipeline(kafka_bootstrap: str, redis_url: str,
                 connection_id=connections[account], account_id=account,
                 api_key=LEDGER.api_key(), webhook_secret=secrets[account],
                 registration="manual", webhook_endpoint_id=None)
-        p = Pipeline(connector.settings, connector, api, http, connections, secrets)
+        pipeline = Pipeline(connector.settings, connector, api, http, connections, secrets)
         for account, emails in MEMBERS.items():
             for email in emails:
-                assert await p.post(account, orjson.dumps(charge_event(email)[1])) == 200
+                assert await pipeline.post(account, orjson.dumps(charge_event(email)[1])) == 200
         for account, emails in MEMBERS.items():
-            await wait_members(p, account, set(emails))
-        yield p
+            await wait_members(pipeline, account, set(emails))
+        yield pipeline
 
 
-async def processed(p: Pipeline) -> None:
+async def processed(pipeline: Pipeline) -> None:
     """Until the worker group has committed all its source topics to their end."""
-    await wait_processed(p.settings, group_id(p.settings),
-                         source_topics(p.settings))
+    await wait_processed(pipeline.settings, group_id(pipeline.settings),
+                         source_topics(pipeline.settings))
 
 
-async def wait_members(p: Pipeline, account: str, emails: set[str]) -> None:
+async def wait_members(pipeline: Pipeline, account: str, emails: set[str]) -> None:
     async def there() -> bool:
-        status, doc = await p.get(f"/accounts/{account}/segments/vip/members")
+        status, doc = await pipeline.get(f"/accounts/{account}/segments/vip/members")
         return status == 200 and {m["email"] for m in doc["members"]} >= emails
 
     await async_wait_for(there, 90, interval=0.3, what=f"{account}/vip members {emails}")
 
 
 async def test_replayed_webhooks_become_one_fact(pipeline: Pipeline) -> None:
-    p = pipeline
     charge, event = charge_event("dave@example.com", amount=777)
     body = orjson.dumps(event)
-    header = sign(body, p.secrets["acme"])  # one signature, replayed as it is
-    before = await end_offsets_total(p.settings)
+    header = sign(body, pipeline.secrets["acme"])  # one signature, replayed as it is
+    before = await end_offsets_total(pipeline.settings)
     statuses = []
     for _ in range(5):
-        status, _ = await p.connector.post_webhook(p.connections["acme"], body,
+        status, _ = await pipeline.connector.post_webhook(pipeline.connections["acme"], body,
                                                    {"Stripe-Signature": header})
         statuses.append(status)
     sibling = orjson.dumps(se.event("payment_intent.succeeded", se.payment_intent(charge)))
-    statuses.append(await p.post("acme", sibling))
+    statuses.append(await pipeline.post("acme", sibling))
     assert statuses == [200] * 6  # Stripe's retries must be acknowledged, not refused
-    await wait_members(p, "acme", {"dave@example.com"})
-    assert await end_offsets_total(p.settings) - before == 6  # the connector keeps them all
+    await wait_members(pipeline, "acme", {"dave@example.com"})
+    assert await end_offsets_total(pipeline.settings) - before == 6  # the connector keeps them all
 
     # Every replay processed (the worker committed its inputs to their end), then the
     # facts read to their end: a late duplicate cannot be still on its way.
-    await processed(p)
-    facts = [r for r in await read_to_end(p.settings,
-                                          p.settings.topic(FACTS_TOPIC))
+    await processed(pipeline)
+    facts = [r for r in await read_to_end(pipeline.settings,
+                                          pipeline.settings.topic(FACTS_TOPIC))
              if charge["id"] in r.value.decode()]
     assert len(facts) == 1, [f.value for f in facts]
 
 
 async def test_a_signature_made_with_another_connections_secret_is_refused(
         pipeline: Pipeline) -> None:
-    p = pipeline
-    before = await end_offsets_total(p.settings)
+    before = await end_offsets_total(pipeline.settings)
     _, event = charge_event("mallory@example.com")
     body = orjson.dumps(event)
-    assert await p.post("acme", body, secret=p.secrets["globex"]) == 400
-    assert await p.post("globex", body, secret=p.secrets["acme"]) == 400
+    assert await pipeline.post("acme", body, secret=pipeline.secrets["globex"]) == 400
+    assert await pipeline.post("globex", body, secret=pipeline.secrets["acme"]) == 400
     # Both v1 signatures in one header, one per secret: still only one is this endpoint's.
-    header = sign(body, [p.secrets["globex"], "whsec_not_anyones"])
-    status, _ = await p.connector.post_webhook(p.connections["acme"], body,
+    header = sign(body, [pipeline.secrets["globex"], "whsec_not_anyones"])
+    status, _ = await pipeline.connector.post_webhook(pipeline.connections["acme"], body,
                                                {"Stripe-Signature": header})
     assert status == 400
     # A sentinel accepted after the refusals, the pipeline drained, then read to the end:
     # nothing of the refused event anywhere, only the sentinel added.
     _, sentinel = charge_event("sentinel-after-refusals@example.com")
-    assert await p.post("acme", orjson.dumps(sentinel)) == 200
-    await processed(p)
+    assert await pipeline.post("acme", orjson.dumps(sentinel)) == 200
+    await processed(pipeline)
     raw = [RawEvent.from_bytes(r.value).event_id
-           for r in await read_to_end(p.settings,
-                                      p.settings.topic(EVENTS_TOPIC))]
+           for r in await read_to_end(pipeline.settings,
+                                      pipeline.settings.topic(EVENTS_TOPIC))]
     assert sentinel["id"] in raw
     assert event["id"] not in raw
-    assert await end_offsets_total(p.settings) == before + 1
-    facts = await read_to_end(p.settings,
-                              p.settings.topic(FACTS_TOPIC))
+    assert await end_offsets_total(pipeline.settings) == before + 1
+    facts = await read_to_end(pipeline.settings,
+                              pipeline.settings.topic(FACTS_TOPIC))
     assert not [f.value for f in facts if b"mallory@example.com" in f.value]
 
 
@@ -204,7 +202,6 @@ def _quoted(text: str) -> str:
 
 
 async def test_no_query_returns_another_accounts_data(pipeline: Pipeline) -> None:
-    p = pipeline
     only = {account: set(MEMBERS[account]) - set(MEMBERS[other])
             for account, other in (("acme", "globex"), ("globex", "acme"))}
     # The admin's token: an answer shows only the account its path names. acme's token:
@@ -228,7 +225,7 @@ async def test_no_query_returns_another_accounts_data(pipeline: Pipeline) -> Non
                 if path.startswith("/events") and caller == "admin":
                     continue  # a stream that stays open: asked with acme's token only
                 asked += 1
-                status, doc = await _get_once(p, path, headers)
+                status, doc = await _get_once(pipeline, path, headers)
                 assert status < 500, (path, status, doc)
                 text = (doc if isinstance(doc, str) else orjson.dumps(doc).decode()).lower()
                 asked_for = unquote(path).lower()  # an answer may echo the question
@@ -242,7 +239,7 @@ async def test_no_query_returns_another_accounts_data(pipeline: Pipeline) -> Non
                         assert f'"{owner}"' not in text, f"{caller}: {path} names {owner}: {doc}"
     # The answers for each account are exactly its own.
     for account in ACCOUNTS:
-        status, doc = await p.get(f"/accounts/{account}/segments/vip/members?limit=1000")
+        status, doc = await pipeline.get(f"/accounts/{account}/segments/vip/members?limit=1000")
         assert status == 200
         assert {m["email"] for m in doc["members"]} >= set(MEMBERS[account])
         assert not {m["email"] for m in doc["members"]} & only["globex" if account == "acme"
@@ -252,20 +249,20 @@ async def test_no_query_returns_another_accounts_data(pipeline: Pipeline) -> Non
         authorization = (b"Authorization", ADMIN["Authorization"].encode())
         raw = request_bytes("GET", "/accounts/acme/segments/vip",
                             [(b"Expect", value), authorization], b"")
-        port = int(p.api.url.rsplit(":", 1)[1])
+        port = int(pipeline.api.url.rsplit(":", 1)[1])
         for response in await asyncio.to_thread(exchange, port, raw):
             assert response.status < 500, (value[:20], response)
     # The unscoped listing is the admin's: refused to acme, without naming anyone.
-    status, doc = await p.get("/segments", bearer("acme"))
+    status, doc = await pipeline.get("/segments", bearer("acme"))
     assert status == 403
     assert "globex" not in str(doc)
     print(f"isolation: {asked} cross-account queries, none answered with another "
           "account's data")
 
 
-async def _get_once(p: Pipeline, path: str, headers: dict[str, str]) -> tuple[int, Any]:
-    """`p.get`, but a stream (`/events`) is read for its first line only."""
-    async with p.http.get(p.api.url + path, headers=headers) as resp:
+async def _get_once(pipeline: Pipeline, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+    """`pipeline.get`, but a stream (`/events`) is read for its first line only."""
+    async with pipeline.http.get(pipeline.api.url + path, headers=headers) as resp:
         if resp.content_type == "text/event-stream":
             return resp.status, (await asyncio.wait_for(resp.content.readline(), 10)).decode()
         text = await resp.text()

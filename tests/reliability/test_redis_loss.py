@@ -122,15 +122,15 @@ async def supervised(settings: Settings) -> AsyncIterator[Supervisor]:
 class Stream:
     """Membership changes as the agents would write them, remembered in order."""
 
-    def __init__(self, f: Feeder) -> None:
-        self.f = f
+    def __init__(self, feeder: Feeder) -> None:
+        self.feeder = feeder
         self.writes: list[Write] = []
         self.sent: list[MembershipChange] = []
-        self.n = 0
+        self.changes_made = 0
 
     async def rule(self, account: str, segment: str) -> None:
         doc = rule_doc(account, segment)
-        await self.f.rule(account, segment, doc)
+        await self.feeder.rule(account, segment, doc)
         import orjson
 
         self.writes.append(write_from_rule_record(rule_key(account, segment), orjson.dumps(doc)))
@@ -139,13 +139,13 @@ class Stream:
         """`count` changes: joins of fresh emails, and leaves of every third one."""
         batch: list[MembershipChange] = []
         for i in range(count):
-            self.n += 1
+            self.changes_made += 1
             account = ("acme", "globex")[i % 2]
             segment = SEGMENTS[(i // 2) % 2]
             email = f"{tag}{i // 4}@example.com"
-            kind = "left" if self.n % 3 == 0 else "joined"
+            kind = "left" if self.changes_made % 3 == 0 else "joined"
             batch.append(change(account, segment, email, kind))
-        await self.f.changes(batch)
+        await self.feeder.changes(batch)
         self.writes += [write_from_change(c) for c in batch]
         self.sent += batch
         return batch[-1]
@@ -182,37 +182,37 @@ async def test_redis_killed_restarted_and_flushed_mid_stream(
 
         await async_wait_for(check, 60, interval=0.2, what=what)
 
-    async with feeder(settings) as f:
-        s = Stream(f)
+    async with feeder(settings) as sender:
+        stream = Stream(sender)
         for account in ("acme", "globex"):
             for segment in SEGMENTS:
-                await s.rule(account, segment)
+                await stream.rule(account, segment)
         async with supervised(settings) as supervisor:
-            last = await s.changes(200, "before")
+            last = await stream.changes(200, "before")
             await waits_for(last, "changes before the fault")
 
             kill_9(private_redis)  # Redis dies with everything in memory
-            down_last = await s.changes(100, "while-down")
+            down_last = await stream.changes(100, "while-down")
             await async_wait_for(supervisor.has_failed, 30,
                                  what="the serving process to stop on losing Redis")
             await asyncio.sleep(1.0)
             private_redis.up()  # back, and empty (no persistence)
             await waits_for(down_last, "changes written while Redis was dead")
-            after_restart = await s.changes(100, "after-restart")
+            after_restart = await stream.changes(100, "after-restart")
             await waits_for(after_restart, "changes after the restart")
             # Every change made while Redis was dead is there: none was skipped.
-            missing = await wrong_members(redis, settings, s.changes_tagged("while-down"))
+            missing = await wrong_members(redis, settings, stream.changes_tagged("while-down"))
             assert missing == [], missing
 
             await redis.flushall()  # lost again, this time under a running writer
-            flushed_last = await s.changes(100, "after-flush")
+            flushed_last = await stream.changes(100, "after-flush")
             await waits_for(flushed_last, "changes after FLUSHALL")
 
             report = await rebuild(settings, redis)
-            await s.changes(40, "after-rebuild")
+            await stream.changes(40, "after-rebuild")
 
             reference = f"ref{uuid.uuid4().hex[:8]}."
-            await ReadModelStore(redis, Namespace(reference)).apply(s.writes, "0")
+            await ReadModelStore(redis, Namespace(reference)).apply(stream.writes, "0")
             expected = await dump_namespace(redis, reference)
             got: dict[str, Any] = {}
 
@@ -230,7 +230,7 @@ async def test_redis_killed_restarted_and_flushed_mid_stream(
         for key in [k async for k in redis.scan_iter(count=1000)]:
             LEDGER.check_bytes("redis value", await redis.dump(key))
     await redis.aclose()
-    print(f"redis loss: 1 kill -9 + restart empty, 1 FLUSHALL, {len(s.writes)} writes, "
+    print(f"redis loss: 1 kill -9 + restart empty, 1 FLUSHALL, {len(stream.writes)} writes, "
           f"{restarts} restart(s) of the serving process, rebuild read "
           f"{report.records_read} records; read model equals the reference")
 

@@ -94,7 +94,7 @@ class Lag:
 
     async def of(self, name: str) -> int:
         topic = self.settings.topic(name)
-        parts = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
+        parts = [TopicPartition(topic, partition) for partition in range(self.settings.partitions)]
         ends = await self.consumer.end_offsets(parts)
         committed = await self.admin.list_consumer_group_offsets(self.group, partitions=parts)
         total = 0

@@ -40,7 +40,7 @@ async def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True,
         if not numbers:
             await consumer._client.force_metadata_update()
             numbers = consumer.partitions_for_topic(topic) or set()
-        partitions = [TopicPartition(topic, p) for p in sorted(numbers)]
+        partitions = [TopicPartition(topic, partition) for partition in sorted(numbers)]
         if not partitions:
             return []
         consumer.assign(partitions)

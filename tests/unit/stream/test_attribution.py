@@ -63,13 +63,14 @@ class Partitioned:
              partition: int | None = None) -> None:
         queue = deque([(topic, key, value, partition)])
         while queue:
-            topic, key, value, partition = queue.popleft()
-            p = partition if partition is not None else partition_for(key or b"", PARTITIONS)
-            self.where.setdefault(topic, []).append(p)
+            topic, key, value, requested = queue.popleft()
+            partition = (requested if requested is not None
+                         else partition_for(key or b"", PARTITIONS))
+            self.where.setdefault(topic, []).append(partition)
             out = Outbox()
             self.offset += 1
-            record = Record(self.settings.topic(topic), p, self.offset, key, value)
-            asyncio.run(self.pipeline.process(p, record.topic, [record], out))
+            record = Record(self.settings.topic(topic), partition, self.offset, key, value)
+            asyncio.run(self.pipeline.process(partition, record.topic, [record], out))
             for t, k, v, part, _ in out.messages:
                 name = t.removeprefix("t.")
                 self.out.append((name, k, v))
@@ -79,9 +80,9 @@ class Partitioned:
     def event(self, event: dict[str, Any], account: str = "acme") -> int:
         """Feed a raw event as the connector keys it; the partition it landed on."""
         raw = RawEvent("conn1", account, "webhook", 0, event)  # type: ignore[arg-type]
-        p = partition_for(raw.key(), PARTITIONS)
+        partition = partition_for(raw.key(), PARTITIONS)
         self.feed("stripe.events", raw.key(), raw.to_bytes())
-        return p
+        return partition
 
     def rule(self, doc: dict[str, Any]) -> None:
         self.feed("segments.rules", rule_key(doc["account_id"], doc["id"]), orjson.dumps(doc))

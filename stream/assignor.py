@@ -37,7 +37,7 @@ def plan(numbers: int, held: Mapping[str, Iterable[int]]) -> dict[str, list[int]
     base, extra = divmod(numbers, len(members))
     owner: dict[int, str] = {}
     count = dict.fromkeys(members, 0)
-    claims = {m: sorted({p for p in held[m] if 0 <= p < numbers}) for m in members}
+    claims = {m: sorted({number for number in held[m] if 0 <= number < numbers}) for m in members}
     for member in members:  # everyone keeps up to the fair share
         for number in claims[member]:
             if count[member] == base:

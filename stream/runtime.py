@@ -258,13 +258,13 @@ class StreamRuntime:
         if self.exactly_once:
             await asyncio.gather(*(t.producer.stop() for t in tasks.values()),
                                  return_exceptions=True)
-        clean = sorted(p for p, t in tasks.items() if t.clean)
+        clean = sorted(partition for partition, task in tasks.items() if task.clean)
         if dirty := sorted(set(tasks) - set(clean)):
             self.handler.revoked(dirty)
         if clean:
             written: dict[tuple[str, int], int] = {}
-            for p in clean:
-                written.update(tasks[p].written)
+            for partition in clean:
+                written.update(tasks[partition].written)
             self.handler.suspended(clean, written)
             self.suspended.update(clean)
         if self.consumer is not None:
@@ -283,14 +283,15 @@ class StreamRuntime:
             if not partitions:
                 return
             started = time.monotonic()
-            producers = await asyncio.gather(*(self._producer(p) for p in partitions))
+            producers = await asyncio.gather(*(self._producer(partition)
+                                               for partition in partitions))
             await self.handler.assigned(partitions)
             # The recovered state lives as long as the assignment and holds no cycles:
             # keep the cyclic collector from re-scanning it (refcounting still frees it).
             gc.collect()
             gc.freeze()
-            for p, producer in zip(partitions, producers, strict=True):
-                task = self.tasks[p] = Task(self, p, producer)
+            for partition, producer in zip(partitions, producers, strict=True):
+                task = self.tasks[partition] = Task(self, partition, producer)
                 task.start()
             log.info("assigned partitions %s in %.2fs", partitions, time.monotonic() - started)
 

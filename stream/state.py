@@ -133,10 +133,10 @@ class State:
 
     def forget(self, partitions: list[int] | None = None) -> None:
         """After a rebalance: anything may change elsewhere; recover again."""
-        for p in list(self.data) if partitions is None else partitions:
-            self.data.pop(p, None)
-            self.pending.pop(p, None)
-            self.resume.pop(p, None)
+        for partition in list(self.data) if partitions is None else partitions:
+            self.data.pop(partition, None)
+            self.pending.pop(partition, None)
+            self.resume.pop(partition, None)
 
     def suspend(self, partition: int, written: int | None) -> None:
         """Partition given up cleanly: keep its data to resume from `written` (the
@@ -173,7 +173,8 @@ async def recover_all(stores: list[State], partitions: list[int]) -> set[int]:
     if not stores or not partitions:
         return changed
     started = time.monotonic()
-    owner = {TopicPartition(store.topic, p): (store, p) for store in stores for p in partitions}
+    owner = {TopicPartition(store.topic, partition): (store, partition)
+             for store in stores for partition in partitions}
     consumer = kafka.consumer(
         stores[0].settings, isolation_level="read_committed",
         enable_auto_commit=False, group_id=None, auto_offset_reset="earliest")
@@ -185,25 +186,25 @@ async def recover_all(stores: list[State], partitions: list[int]) -> set[int]:
         firsts = await consumer.beginning_offsets(tps)
         data: dict[TopicPartition, dict[str, Any]] = {}
         from_start = []
-        for tp, (store, p) in owner.items():
-            resume = store.resume.get(p)
-            if p in store.data and resume is not None and firsts[tp] <= resume <= ends[tp]:
-                data[tp] = store.data[p]
+        for tp, (store, partition) in owner.items():
+            resume = store.resume.get(partition)
+            if partition in store.data and resume is not None and firsts[tp] <= resume <= ends[tp]:
+                data[tp] = store.data[partition]
                 consumer.seek(tp, resume)
             else:
                 data[tp] = {}
-                changed.add(p)
+                changed.add(partition)
                 from_start.append(tp)
         if from_start:  # one offset look-up for all of them, not one round trip each
             await consumer.seek_to_beginning(*from_start)
         read = await _read_to(consumer, owner, data, ends)
     finally:
         await consumer.stop()
-    changed.update(p for (_, p), count in read.items() if count)
-    for tp, (store, p) in owner.items():
-        store.data[p] = data[tp]
-        store.pending.pop(p, None)
-        store.resume[p] = ends[tp]
+    changed.update(partition for (_, partition), count in read.items() if count)
+    for tp, (store, partition) in owner.items():
+        store.data[partition] = data[tp]
+        store.pending.pop(partition, None)
+        store.resume[partition] = ends[tp]
     log.info("recovered %s, partitions %s (%s from scratch or changed): %d records read, "
              "%d keys in %.2fs", ", ".join(s.name for s in stores), sorted(partitions),
              sorted(changed), sum(read.values()), sum(len(d) for d in data.values()),
@@ -216,13 +217,14 @@ async def _read_to(consumer: Any, owner: dict[Any, tuple[State, int]],
                    ) -> dict[tuple[str, int], int]:
     """Apply every committed record up to `ends`; records read per (store, partition)."""
     tps = list(owner)
-    read: dict[tuple[str, int], int] = {(store.name, p): 0 for store, p in owner.values()}
+    read: dict[tuple[str, int], int] = {(store.name, partition): 0
+                                        for store, partition in owner.values()}
     last_progress = time.monotonic()
     positions = {tp: await consumer.position(tp) for tp in tps}
     while any(positions[tp] < ends[tp] for tp in tps):
         batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
         for tp, records in batch.items():
-            store, p = owner[tp]
+            store, partition = owner[tp]
             decode, into = store.codec.decode, data[tp]
             for record in records:
                 key = record.key.decode()
@@ -230,7 +232,7 @@ async def _read_to(consumer: Any, owner: dict[Any, tuple[State, int]],
                     into.pop(key, None)
                 else:
                     into[key] = decode(record.value)
-            read[store.name, p] += len(records)
+            read[store.name, partition] += len(records)
         moved = False
         for tp in tps:
             now_at = await consumer.position(tp)

@@ -51,6 +51,7 @@ from common.topics import (
     MEMBERS_TOPIC,
     MEMBERSHIP_TOPIC,
     RULES_TOPIC,
+    delete_topics_with_prefix,
 )
 from segments.rules_admin import publish_rule
 from serving.server import ApiProcess
@@ -172,7 +173,10 @@ async def verify_saved(settings: Settings, http: aiohttp.ClientSession, base: st
 async def measure(contacts: int, partitions: int, previews: int, explains: int,
                   runs: int, verify: bool = True) -> dict[str, Any]:
     secret = secrets.token_urlsafe(48)
-    settings = replace(common.fresh_settings(partitions, "benchpv"), auth_secret=secret)
+    # Not "bench…": `bench/run_all.py` deletes every bench* topic when it starts and ends,
+    # which on a shared broker pulls the partitions from under a long run; this run
+    # deletes its own topics when it ends instead.
+    settings = replace(common.fresh_settings(partitions, "pvbench"), auth_secret=secret)
     await common.prepare_topics(settings)
     env = {**common.worker_env(settings), "SEGMENTS_AUTH_SECRET": secret}
     logdir = Path(tempfile.mkdtemp(prefix="bench-preview-"))
@@ -242,6 +246,7 @@ async def measure(contacts: int, partitions: int, previews: int, explains: int,
     finally:
         for w in workers:
             common.stop_process(w)
+        await delete_topics_with_prefix(settings, settings.topic_prefix)
 
     def ms(runs_: list[list[float]], q: float) -> dict[str, Any]:
         return common.summary([percentile(r, q) * 1000 for r in runs_])

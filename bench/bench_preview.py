@@ -209,11 +209,16 @@ async def measure(contacts: int, partitions: int, previews: int, explains: int,
                 await asyncio.sleep(1)
             log(f"state ready after {time.perf_counter() - t0:.1f}s")
             emails = [f"c{i:07d}@bench.example" for i in range(contacts)]
+            deadline = time.monotonic() + 600
             while True:
-                _, status, _ = await _timed(http, "GET", f"{base}/big/members/{emails[0]}",
-                                            headers)
+                _, status, body = await _timed(http, "GET", f"{base}/big/members/{emails[0]}",
+                                               headers)
                 if status == 200:
                     break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"explain never answered: {status} {body}")
+                if any(w.poll() is not None for w in workers):
+                    raise RuntimeError(f"a worker exited; logs in {logdir}")
                 await asyncio.sleep(0.5)
             rng = random.Random(1)
             preview_runs, explain_runs = [], []
@@ -242,6 +247,8 @@ async def measure(contacts: int, partitions: int, previews: int, explains: int,
                     f"{_qs(preview_runs[-1])} ms; explain p50/p95/p99 {_qs(lat)} ms; "
                     f"load {load_before} -> {os.getloadavg()}")
             if verify:
+                if any(w.poll() is not None for w in workers):
+                    raise RuntimeError(f"a worker exited; logs in {logdir}")
                 verified = await verify_saved(settings, http, base, headers, expected)
     finally:
         for w in workers:

@@ -13,6 +13,14 @@ the data implies (every fact held by its owner), each run sends `--previews` pre
 contacts) and `--explains` explanations of random contacts, one request at a time,
 and records each latency end to end (HTTP included). Targets: preview p99 < 1 s,
 explain p99 < 200 ms, for 100,000 contacts on 8 partitions and 2 workers.
+
+Then (unless `--no-verify-saved`) the previewed rule is saved through the API (`PUT`,
+as a new segment), and once its status is `ready` and the workers have processed their
+inputs to the end offsets, the members it produced are read from the compacted
+`segments.members` and from the joins on `segments.membership` (each read to its end
+offsets). The preview's count must equal both and the count this script computes from
+the data it produced, and every sample email must be a member; the process exits 1
+otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import secrets
 import sys
@@ -35,13 +44,26 @@ import aiohttp
 
 from bench import common
 from common.auth import mint_token
-from common.topics import FACTS_TOPIC
+from common.settings import Settings
+from common.topics import (
+    CONTROL_TOPIC,
+    FACTS_TOPIC,
+    MEMBERS_TOPIC,
+    MEMBERSHIP_TOPIC,
+    RULES_TOPIC,
+    delete_topics_with_prefix,
+)
 from segments.rules_admin import publish_rule
 from serving.server import ApiProcess
+from stream.app import group_id
 from stream.facts import Fact
+from tests.drain import read_to_end, wait_processed
 
 log = common.log
 ACCOUNT = "bench-acct"
+#: The segment the verification saves the previewed rule as.
+SAVED = "saved"
+QS = (("p50", .5), ("p95", .95), ("p99", .99))
 DAY = 86_400
 RULE = {"name": "failed over $50 in usd, last 30 days", "filter": "charge_failed",
         "conditions": [{"field": "amount", "op": "gt", "value": "50"},
@@ -75,6 +97,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def _qs(values: list[float]) -> str:
+    return "/".join(f"{percentile(values, q) * 1000:.1f}" for _, q in QS)
+
+
 async def _timed(http: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str],
                  **kw: Any) -> tuple[float, int, Any]:
     started = time.perf_counter()
@@ -83,17 +109,83 @@ async def _timed(http: aiohttp.ClientSession, method: str, url: str, headers: di
         return time.perf_counter() - started, resp.status, body
 
 
+async def saved_members(settings: Settings, segment_id: str) -> tuple[set[str], set[str]]:
+    """Members of `segment_id` by the compacted `segments.members` (latest record per key,
+    tombstones removed) and by the joins and leaves on `segments.membership`, both read to
+    their end offsets."""
+    current: dict[bytes, bytes | None] = {}
+    for record in await read_to_end(settings, settings.topic(MEMBERS_TOPIC), timeout=900):
+        current[record.key] = record.value
+    members = set()
+    for value in current.values():
+        if value is None:
+            continue
+        doc = json.loads(value)
+        if (doc["account_id"], doc["segment_id"]) == (ACCOUNT, segment_id):
+            members.add(doc["email"])
+    joined: set[str] = set()
+    for record in await read_to_end(settings, settings.topic(MEMBERSHIP_TOPIC), timeout=900):
+        change = json.loads(record.value)
+        if (change["account_id"], change["segment_id"]) == (ACCOUNT, segment_id):
+            (joined.add if change["change"] == "joined" else joined.discard)(change["email"])
+    return members, joined
+
+
+async def verify_saved(settings: Settings, http: aiohttp.ClientSession, base: str,
+                       headers: dict[str, str], expected: int) -> dict[str, Any]:
+    """Save the previewed rule through the API and compare what it produces with the
+    preview taken just before (and with the count computed from the data)."""
+    _, status, preview = await _timed(http, "POST", base + "/preview", headers, json=RULE)
+    if status != 200:
+        raise RuntimeError(f"preview answered {status} {preview}")
+    t0 = time.perf_counter()
+    _, status, body = await _timed(http, "PUT", f"{base}/{SAVED}", headers, json=RULE)
+    if status not in (200, 201):
+        raise RuntimeError(f"PUT answered {status} {body}")
+    deadline = time.monotonic() + 1800
+    while True:  # the read model has the rule and every partition computed it
+        _, status, doc = await _timed(http, "GET", f"{base}/{SAVED}", headers)
+        if status == 200 and doc.get("status") == "ready":
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"segment never ready: {status} {doc}")
+        await asyncio.sleep(0.5)
+    ready_s = time.perf_counter() - t0
+    log(f"saved segment ready {ready_s:.1f}s after the PUT")
+    # At-least-once: the group commits once what its inputs caused is written.
+    await wait_processed(settings, group_id(settings),
+                         [settings.topic(t) for t in (RULES_TOPIC, CONTROL_TOPIC, FACTS_TOPIC)],
+                         timeout=900)
+    members, joined = await saved_members(settings, SAVED)
+    missing = sorted(set(preview["sample"]) - members)
+    ok = preview["count"] == len(members) == len(joined) == expected and not missing
+    log(f"preview count {preview['count']:,}; saved rule's members {len(members):,} "
+        f"(segments.members), {len(joined):,} (joins on segments.membership); "
+        f"computed {expected:,}; sample {len(preview['sample'])} emails, "
+        f"{len(missing)} not members: {'OK' if ok else 'MISMATCH'}")
+    return {"preview_count": preview["count"], "saved_members": len(members),
+            "saved_joins": len(joined), "computed": expected,
+            "sample_size": len(preview["sample"]), "sample_not_members": missing,
+            "read_model_member_count": doc.get("member_count"),
+            "ready_after_put_s": round(ready_s, 1), "equal": ok}
+
+
 async def measure(contacts: int, partitions: int, previews: int, explains: int,
-                  runs: int) -> dict[str, Any]:
+                  runs: int, verify: bool = True) -> dict[str, Any]:
     secret = secrets.token_urlsafe(48)
-    settings = replace(common.fresh_settings(partitions, "benchpv"), auth_secret=secret)
+    # Not "bench…": `bench/run_all.py` deletes every bench* topic when it starts and ends,
+    # which on a shared broker pulls the partitions from under a long run; this run
+    # deletes its own topics when it ends instead.
+    settings = replace(common.fresh_settings(partitions, "pvbench"), auth_secret=secret)
     await common.prepare_topics(settings)
     env = {**common.worker_env(settings), "SEGMENTS_AUTH_SECRET": secret}
     logdir = Path(tempfile.mkdtemp(prefix="bench-preview-"))
     cmd = [sys.executable, "-m", "segments.cli", "worker", "--at-least-once",
            "--no-email-lookup", "--query-port", "0"]
     workers = [common.start_process(cmd, env, logdir / f"worker{i}.log") for i in range(2)]
-    headers = {"Authorization": f"Bearer {mint_token(secret, accounts=[ACCOUNT])}"}
+    token = mint_token(secret, accounts=[ACCOUNT], ttl_s=12 * 3600)  # a long run outlives 1 h
+    headers = {"Authorization": f"Bearer {token}"}
+    verified: dict[str, Any] | None = None
     try:
         now = int(time.time())
         messages, expected = facts(contacts, now)
@@ -117,15 +209,22 @@ async def measure(contacts: int, partitions: int, previews: int, explains: int,
                 await asyncio.sleep(1)
             log(f"state ready after {time.perf_counter() - t0:.1f}s")
             emails = [f"c{i:07d}@bench.example" for i in range(contacts)]
+            deadline = time.monotonic() + 600
             while True:
-                _, status, _ = await _timed(http, "GET", f"{base}/big/members/{emails[0]}",
-                                            headers)
+                _, status, body = await _timed(http, "GET", f"{base}/big/members/{emails[0]}",
+                                               headers)
                 if status == 200:
                     break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"explain never answered: {status} {body}")
+                if any(w.poll() is not None for w in workers):
+                    raise RuntimeError(f"a worker exited; logs in {logdir}")
                 await asyncio.sleep(0.5)
             rng = random.Random(1)
             preview_runs, explain_runs = [], []
+            loads: list[dict[str, Any]] = []
             for run in range(runs):
+                load_before = os.getloadavg()
                 lat = []
                 for _ in range(previews):
                     seconds, status, body = await _timed(http, "POST", base + "/preview",
@@ -143,25 +242,40 @@ async def measure(contacts: int, partitions: int, previews: int, explains: int,
                         raise RuntimeError(f"explain answered {status}")
                     lat.append(seconds)
                 explain_runs.append(lat)
-                log(f"run {run + 1}: preview p50 {percentile(preview_runs[-1], .5) * 1000:.1f} "
-                    f"p99 {percentile(preview_runs[-1], .99) * 1000:.1f} ms; explain p50 "
-                    f"{percentile(lat, .5) * 1000:.1f} p99 {percentile(lat, .99) * 1000:.1f} ms")
+                loads.append({"run": run + 1, "before": load_before, "after": os.getloadavg()})
+                log(f"run {run + 1}: preview p50/p95/p99 "
+                    f"{_qs(preview_runs[-1])} ms; explain p50/p95/p99 {_qs(lat)} ms; "
+                    f"load {load_before} -> {os.getloadavg()}")
+            if verify:
+                if any(w.poll() is not None for w in workers):
+                    raise RuntimeError(f"a worker exited; logs in {logdir}")
+                verified = await verify_saved(settings, http, base, headers, expected)
     finally:
         for w in workers:
             common.stop_process(w)
+        await delete_topics_with_prefix(settings, settings.topic_prefix)
 
     def ms(runs_: list[list[float]], q: float) -> dict[str, Any]:
         return common.summary([percentile(r, q) * 1000 for r in runs_])
 
-    return {
+    result: dict[str, Any] = {
         "config": {"contacts": contacts, "partitions": partitions, "workers": 2,
                    "previews_per_run": previews, "explains_per_run": explains,
                    "members": expected, "runs": runs},
+        "load_average": loads,
+        "per_run_ms": [{"preview": {q: percentile(p, v) * 1000 for q, v in QS},
+                        "explain": {q: percentile(e, v) * 1000 for q, v in QS}}
+                       for p, e in zip(preview_runs, explain_runs, strict=True)],
         "summary": {"preview_p50_ms": ms(preview_runs, .5),
                     "preview_p99_ms": ms(preview_runs, .99),
                     "explain_p50_ms": ms(explain_runs, .5),
-                    "explain_p99_ms": ms(explain_runs, .99)},
+                    "preview_p95_ms": ms(preview_runs, .95),
+                    "explain_p99_ms": ms(explain_runs, .99),
+                    "explain_p95_ms": ms(explain_runs, .95)},
     }
+    if verified is not None:
+        result["verify_saved"] = verified
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -172,13 +286,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--explains", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--verify-saved", action=argparse.BooleanOptionalAction, default=True,
+                        help="save the rule afterwards and check preview == its members")
     args = parser.parse_args(argv)
     result: dict[str, Any] = asyncio.run(measure(args.contacts, args.partitions,
-                                                 args.previews, args.explains, args.runs))
+                                                 args.previews, args.explains, args.runs,
+                                                 args.verify_saved))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))
     return result
 
 
 if __name__ == "__main__":
-    print(json.dumps(main()["summary"], indent=2))
+    outcome = main()
+    print(json.dumps({k: outcome[k] for k in ("summary", "verify_saved") if k in outcome},
+                     indent=2))
+    if not outcome.get("verify_saved", {"equal": True})["equal"]:
+        sys.exit(1)

@@ -39,6 +39,17 @@ def _met(summary: dict[str, Any] | None, ok: bool | None) -> str:
     return "yes" if ok else "**no**"
 
 
+def _saved_row(found: dict[str, Any] | None) -> list[Row]:
+    """The preview's count against the members the saved rule then produced."""
+    if not found:
+        return []
+    n = found["saved_members"]
+    return [(f"members of the saved rule (preview {found['preview_count']:,}, joins "
+             f"{found['saved_joins']:,}, computed {found['computed']:,})",
+             {"median": n, "min": n, "max": n}, "contacts", "= preview count",
+             "yes" if found["equal"] else "**no**")]
+
+
 def rows(report: dict[str, Any]) -> list[tuple[str, list[Row]]]:
     sections: list[tuple[str, list[Row]]] = []
 
@@ -172,6 +183,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, list[Row]]]:
         ("preview p99", p99, "ms", "< 1,000", _met(p99, p99 and p99["median"] < 1000)),
         ("explain p50", pv.get("explain_p50_ms"), "ms", "", ""),
         ("explain p99", e99, "ms", "< 200", _met(e99, e99 and e99["median"] < 200)),
+        *_saved_row(_get(report, "preview", "result", "verify_saved")),
     ]))
     return sections
 

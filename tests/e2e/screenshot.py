@@ -2,11 +2,14 @@
 
 Chromium's own `--screenshot` fires before the live feed has rendered (the page keeps an
 event stream open), so this drives it over DevTools and waits for the page to be filled.
+The page reads its bearer token from the address's fragment: a URL without `#token=`
+gets the one in `SEGMENTS_SCREENSHOT_TOKEN` (kept out of argv, so out of `ps`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +28,12 @@ async def screenshot(url: str, out: Path, feed_entries: int = 8) -> None:
         browser = Chromium(binary, profile)
         await browser.start()
         try:
-            await browser.navigate(url)
+            token = os.environ.get("SEGMENTS_SCREENSHOT_TOKEN", "")
+            try:  # the timeout's message would name the address, token included
+                await browser.navigate(url if "#token=" in url or not token
+                                       else f"{url.split('#')[0]}#token={token}")
+            except TimedOut:
+                raise SystemExit("screenshot: the page did not load within 30 s") from None
 
             async def filled() -> bool:
                 return bool(await browser.evaluate(

@@ -50,7 +50,8 @@ class StreamApp:
             handler=self.pipeline,
             exactly_once=options.processing_guarantee == "exactly_once",
             commit_interval=options.commit_interval, tick_interval=options.tick_interval,
-            linger_ms=options.linger_ms)
+            linger_ms=options.linger_ms,
+            session_timeout_ms=round(options.session_timeout_s * 1000))
 
     @property
     def metrics(self) -> StreamMetrics:

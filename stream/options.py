@@ -48,6 +48,12 @@ class StreamOptions:
     #: with longer windows lengthen it, and facts a rule still needs stay past it
     #: (`stream.membership`, "Retention").
     history_floor_s: int = HISTORY_FLOOR_SECONDS
+    #: How long the group waits for a silent worker before giving its partitions away
+    #: (seconds): what a `kill -9` costs before anyone takes over. Heartbeats run on
+    #: the event loop, so a loop busy longer than this (a large recovery, a preview on a
+    #: starved machine) gets a live worker thrown out and its partitions moved;
+    #: `segments worker` defaults to 30 (`SEGMENTS_SESSION_TIMEOUT_S`).
+    session_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.processing_guarantee not in ("exactly_once", "at_least_once"):
@@ -57,3 +63,5 @@ class StreamOptions:
             raise ValueError("commit_interval and tick_interval must be positive")
         if self.history_floor_s <= 0:
             raise ValueError("history_floor_s must be positive")
+        if not 6 <= self.session_timeout_s <= 1800:  # the broker's default bounds
+            raise ValueError("session_timeout_s must be between 6 and 1800 seconds")

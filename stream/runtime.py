@@ -293,7 +293,11 @@ class StreamRuntime:
             for partition, producer in zip(partitions, producers, strict=True):
                 task = self.tasks[partition] = Task(self, partition, producer)
                 task.start()
-            log.info("assigned partitions %s in %.2fs", partitions, time.monotonic() - started)
+            took = time.monotonic() - started
+            # Heartbeats wait while the loop recovers: near the session timeout, the
+            # group may give these partitions away again (see StreamOptions).
+            level = logging.WARNING if took > self.session_timeout_ms / 2000 else logging.INFO
+            log.log(level, "assigned partitions %s in %.2fs", partitions, took)
 
     async def _producer(self, partition: int) -> Any:
         """Under exactly-once, the task's transactional producer, already fencing any

@@ -222,7 +222,9 @@ async def _read_to(consumer: Any, owner: dict[Any, tuple[State, int]],
     last_progress = time.monotonic()
     positions = {tp: await consumer.position(tp) for tp in tps}
     while any(positions[tp] < ends[tp] for tp in tps):
-        batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+        # Batches small enough that decoding one leaves the event loop free for the
+        # group's heartbeats within a fraction of the session timeout.
+        batch = await consumer.getmany(timeout_ms=1000, max_records=2_000)
         for tp, records in batch.items():
             store, partition = owner[tp]
             decode, into = store.codec.decode, data[tp]

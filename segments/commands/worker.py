@@ -40,6 +40,14 @@ def register(sub: Any) -> None:
     parser.add_argument("--commit-interval", type=float, default=None,
                         help="longest a transaction stays open under load, in seconds "
                              "(default 0.1; an idle partition commits at once)")
+    parser.add_argument("--session-timeout", type=float,
+                        default=_float_env("SEGMENTS_SESSION_TIMEOUT_S", 30.0),
+                        help="seconds the group waits for a worker that stopped answering "
+                             "before moving its partitions (default: "
+                             "SEGMENTS_SESSION_TIMEOUT_S, else 30; 6 to 1800). Lower "
+                             "takes over from a killed worker sooner; higher keeps a "
+                             "worker whose event loop is busy (a large recovery on a "
+                             "loaded machine) in the group")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus metrics (including the group's consumer "
                              "lag) on this port")
@@ -72,6 +80,14 @@ def _int_env(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of seconds, not {raw!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from common.auth import AuthConfigError, resolve_verifier
     from common.topics import WORKER_TOPICS, ensure_topics, specs_named
@@ -91,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         connection_account=(None if args.no_envelope_check
                             else connector_connection_accounts(settings)),
         history_floor_s=history_floor_seconds(os.environ),
+        session_timeout_s=args.session_timeout,
         **extra,
     )
     app = create_app(settings, options)

@@ -38,6 +38,8 @@ def worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         "SEGMENTS_TOPIC_PREFIX": settings.topic_prefix,
         "SEGMENTS_PARTITIONS": str(settings.partitions),
         "REDIS_URL": settings.redis_url,
+        # A killed worker's partitions move after this: the tests wait it out per kill.
+        "SEGMENTS_SESSION_TIMEOUT_S": "10",
     }
     with open(log, "ab") as out:
         return subprocess.Popen(

@@ -185,6 +185,19 @@ def rows(report: dict[str, Any]) -> list[tuple[str, list[Row]]]:
         ("explain p99", e99, "ms", "< 200", _met(e99, e99 and e99["median"] < 200)),
         *_saved_row(_get(report, "preview", "result", "verify_saved")),
     ]))
+
+    tk = _get(report, "takeover", "result", "summary") or {}
+    tk_cfg = _get(report, "takeover", "result", "config") or {}
+    took, mem = tk.get("takeover_s"), tk.get("rss_per_100k_contacts_mib")
+    contacts = tk_cfg.get("contacts", 0)
+    sections.append((f"Takeover: a new worker process taking over every partition of "
+                     f"{contacts:,} contacts (exactly_once, old worker stopped with SIGTERM)", [
+        ("old worker gone to every partition serving again", took, "s",
+         "< 10 (100,000 contacts)",
+         _met(took, took and contacts >= 100_000 and took["median"] < 10)),
+        ("worker RSS per 100,000 contacts, recovered from the changelogs", mem, "MiB",
+         "<= 400", _met(mem, mem and mem["median"] <= 400)),
+    ]))
     return sections
 
 

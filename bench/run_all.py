@@ -47,6 +47,7 @@ FULL: dict[str, list[str]] = {
     "rules": ["--runs", "9"],
     "preview": ["--contacts", "100000", "--partitions", "8", "--previews", "200",
                 "--explains", "1000", "--runs", "3"],
+    "takeover": ["--contacts", "100000", "--runs", "3"],
 }
 QUICK: dict[str, list[str]] = {
     "profile": ["--contacts", "5000", "--runs", "1", "--no-peer", "--profile", PROFILE_DIR],
@@ -62,13 +63,14 @@ QUICK: dict[str, list[str]] = {
     "rules": ["--runs", "3", "--facts", "30000"],
     "preview": ["--contacts", "10000", "--partitions", "8", "--previews", "50",
                 "--explains", "200", "--runs", "3"],
+    "takeover": ["--contacts", "10000", "--runs", "2"],
 }
 SCRIPTS = {"profile": "bench_throughput.py", "throughput": "bench_throughput.py",
            "classify": "bench_classify.py", "logic": "bench_logic.py",
            "latency": "bench_latency.py", "scaleout": "bench_scaleout.py",
            "state": "bench_state.py",
            "backfill": "bench_backfill.py", "rules": "bench_rules.py",
-           "preview": "bench_preview.py"}
+           "preview": "bench_preview.py", "takeover": "bench_takeover.py"}
 
 
 def run_rules(argv: list[str]) -> dict[str, Any]:
@@ -105,6 +107,7 @@ def runners() -> dict[str, Callable[[list[str]], dict[str, Any]]]:
         bench_preview,
         bench_scaleout,
         bench_state,
+        bench_takeover,
         bench_throughput,
     )
 
@@ -112,7 +115,7 @@ def runners() -> dict[str, Callable[[list[str]], dict[str, Any]]]:
             "throughput": bench_throughput.main, "latency": bench_latency.main,
             "classify": bench_classify.main, "logic": bench_logic.main,
             "scaleout": bench_scaleout.main, "state": bench_state.main,
-            "preview": bench_preview.main}
+            "preview": bench_preview.main, "takeover": bench_takeover.main}
 
 
 def run_profile(argv: list[str]) -> dict[str, Any]:

@@ -102,10 +102,8 @@ class RuleIndex:
 
         For any other rule R of the route, adding, removing or replacing the fact leaves
         `evaluate(R, facts, now)` as it was: R's membership at every instant from `now`
-        on is the same with or without the fact, and so is `next_change`, which is exact
-        (the first instant at which that membership differs). A superset of `matching`
-        with `previous` None; exactness only needs the superset (tested in
-        tests/unit/rules/test_index_matching.py and tests/unit/stream)."""
+        on is the same with or without the fact, and so is `next_change` (exact: the
+        first instant at which that membership differs)."""
         narrowed = self._compiled(fact.account_id, fact.filter)
         if narrowed is None:
             return []

@@ -295,8 +295,12 @@ def prunable(state: ContactState, now: int, horizon: int) -> bool:
     """Whether `prune` may forget anything (a fact past the horizon is held): when not,
     the caller need not gather the rules it takes."""
     cutoff = now - horizon
-    return any(_last_instant(fact) < cutoff
-               for by_id in state.facts.values() for fact in by_id.values())
+    for by_id in state.facts.values():
+        for fact in by_id.values():  # `_last_instant(fact) < cutoff`, inlined: per fact
+            if (fact.occurred_at < cutoff and (fact.start_date or 0) < cutoff
+                    and (fact.end_date or 0) < cutoff):
+                return True
+    return False
 
 
 def prune(state: ContactState, now: int, horizon: int, rules: Mapping[str, Rule]) -> int:

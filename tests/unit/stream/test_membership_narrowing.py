@@ -35,6 +35,7 @@ from stream.membership import (
     hold_affected,
     on_fact,
     on_retract,
+    on_rule,
     on_time,
     prunable,
     prune,
@@ -93,22 +94,36 @@ FIELDS = {
 
 
 @st.composite
+def rule(draw: st.DrawFn, number: int, version: int = 1) -> Rule | None:
+    filter_id = draw(st.sampled_from(FILTERS))
+    conditions = []
+    for field in draw(st.lists(st.sampled_from(FIELDS[filter_id]), max_size=4)):
+        op, value = draw(CONDITIONS[field])
+        conditions.append({"field": field, "op": op, "value": value})
+    try:
+        return parse_rule({
+            "id": f"r{number}", "account_id": "acme", "name": f"r{number}",
+            "filter": filter_id, "conditions": conditions,
+            "timezone": draw(st.sampled_from(["UTC", "Europe/Berlin"])), "version": version})
+    except RuleError:  # e.g. occurrences "lt 1", which nothing can satisfy
+        return None
+
+
+@st.composite
 def rules(draw: st.DrawFn) -> list[Rule]:
-    out = []
-    for number in range(draw(st.integers(1, 12))):
-        filter_id = draw(st.sampled_from(FILTERS))
-        conditions = []
-        for field in draw(st.lists(st.sampled_from(FIELDS[filter_id]), max_size=4)):
-            op, value = draw(CONDITIONS[field])
-            conditions.append({"field": field, "op": op, "value": value})
-        try:
-            out.append(parse_rule({
-                "id": f"r{number}", "account_id": "acme", "name": f"r{number}",
-                "filter": filter_id, "conditions": conditions,
-                "timezone": draw(st.sampled_from(["UTC", "Europe/Berlin"])),
-                "version": draw(st.integers(1, 3))}))
-        except RuleError:  # e.g. occurrences "lt 1", which nothing can satisfy
-            continue
+    drawn = [draw(rule(number)) for number in range(draw(st.integers(1, 12)))]
+    return [r for r in drawn if r is not None]
+
+
+@st.composite
+def edits(draw: st.DrawFn) -> dict[int, Rule]:
+    """Rule changes between facts: step -> a new version of rule r0..r3 (maybe on
+    another filter), published as the pipeline does (`on_rule` on every contact)."""
+    out = {}
+    for step in draw(st.lists(st.integers(0, 24), max_size=3, unique=True)):
+        edited = draw(rule(draw(st.integers(0, 3)), version=10 + step))
+        if edited is not None:
+            out[step] = edited
     return out
 
 
@@ -165,12 +180,13 @@ def _fact_path(state: ContactState, fact: Fact, index: RuleIndex, all_rules: dic
     return on_fact(state, fact, decide, now, since)
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(rule_set=rules(), history=steps(), cap=st.sampled_from([1000, 2]),
+@given(rule_set=rules(), history=steps(), changes=edits(), cap=st.sampled_from([1000, 2]),
        since=st.sampled_from([0, START, START + 10 * DAY]))
 def test_narrowed_fact_path_publishes_what_every_rule_would(
-    rule_set: list[Rule], history: list[tuple[int, Fact]], cap: int, since: int
+    rule_set: list[Rule], history: list[tuple[int, Fact]], changes: dict[int, Rule],
+    cap: int, since: int
 ) -> None:
     index = RuleIndex(rule_set)
     all_rules = {rule.id: rule for rule in rule_set}
@@ -180,11 +196,18 @@ def test_narrowed_fact_path_publishes_what_every_rule_would(
     now = START
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(membership, "MAX_FACTS_PER_CONTACT", cap)
-        for advance, drawn in history:
+        for step, (advance, drawn) in enumerate(history):
             now += advance
             # The stream's tick: due timers fire before the fact (see the module doc).
             assert on_time(narrow, all_rules, now) == on_time(full, all_rules, now)
             assert narrow == full
+            edited = changes.get(step)
+            if edited is not None:
+                old = index.add(edited)
+                all_rules[edited.id] = edited
+                rule_since[edited.id] = now
+                assert (on_rule(narrow, old, edited, now)
+                        == on_rule(full, old, edited, now))
             fact = _at(drawn, now)
             expected = _fact_path(full, fact, index, all_rules, now, rule_since,
                                   narrowed=False)
@@ -257,3 +280,17 @@ def test_a_trimmed_history_redecides_every_rule(monkeypatch: pytest.MonkeyPatch)
     assert (len(decide), dropped) == (2, 0)
     decide, dropped = hold_affected(state, _refund("re_2", START + 1, 500), index, START + 1)
     assert (sorted(r.id for r in decide), dropped) == (["any", "big"], 1)
+
+
+def test_prunable_says_whether_a_fact_is_past_the_horizon() -> None:
+    """The fact path skips gathering rules for `prune` when nothing is old enough."""
+    horizon = 10 * DAY
+    state = ContactState("acme", "ann@example.com", 0)
+    hold(state, _refund("re_1", START - horizon, 500), (), START)
+    assert not prunable(state, START, horizon)  # exactly at the cutoff: kept whole
+    subscription = Fact("sub_1", "subscription_changed", "acme", "conn", "ann@example.com",
+                        START - horizon - 1, end_date=START + DAY)
+    hold(state, subscription, (), START)
+    assert not prunable(state, START, horizon)  # its end date is still ahead
+    hold(state, _refund("re_2", START - horizon - 1, 500), (), START)
+    assert prunable(state, START, horizon)

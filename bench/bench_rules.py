@@ -23,6 +23,10 @@ ratio, goal >= 0.9). Rules are parsed once per rule number and copied per accoun
 
 Run: python bench/bench_rules.py [--runs 5] [--facts 200000]
 
+`--membership` measures the whole membership stage instead (see `membership_rows`):
+`Pipeline.process` on the facts topic, no broker, an account with 10 rules against one
+with 100, side by side in each run.
+
 Times are this process's CPU time (`time.process_time_ns`), so other work on a shared
 machine does not count against us; memory effects do: with 100,000 rules in memory the
 rules a fact reaches are rarely in the CPU cache, which shows as a higher ns/rule.
@@ -30,6 +34,7 @@ rules a fact reaches are rarely in the CPU cache, which shows as a higher ns/rul
 
 from __future__ import annotations
 
+import asyncio
 import random
 import statistics
 import sys
@@ -41,7 +46,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_logic import feed
+from bench.bench_throughput import rule_messages
+from common.settings import Settings
 from rules import FILTERS, Rule, RuleIndex, matches, parse_rule
+from stream.facts import Fact
+from stream.options import StreamOptions
+from stream.pipeline import Pipeline
 
 NOW = 1_780_000_000
 DAY = 86_400
@@ -264,13 +275,100 @@ def _summary(values: list[float]) -> dict[str, Any]:
             "runs": values}
 
 
+# --- the membership stage: facts through the pipeline, 10 vs 100 rules per account ----
+
+MEMBERSHIP_CONTACTS = 1_000
+MEMBERSHIP_FACTS = 20_000
+
+
+def _membership_facts(account: str, count: int, seed: int) -> list[Fact]:
+    """`2 * count` facts of one account's contacts: the first half builds their
+    histories (untimed), the second is timed. One in ten amends an earlier fact of its
+    contact (same fact id, another amount: a refund updated, a charge re-announced)."""
+    rng = random.Random(seed)
+    facts: list[Fact] = []
+    earlier: dict[int, list[Fact]] = {}
+    for number in range(2 * count):
+        contact = rng.randrange(MEMBERSHIP_CONTACTS)
+        amount = rng.randrange(0, 20_000)
+        held = earlier.setdefault(contact, [])
+        if held and rng.random() < 0.1:
+            old = rng.choice(held)
+            facts.append(replace(old, amount=amount,
+                                 refund_amount=amount // 2 if old.refund_amount else None))
+            continue
+        filter = rng.choice(FILTERS)
+        fact = Fact(fact_id=f"f{number}", filter=filter, account_id=account,
+                    connection_id="conn", email=f"c{contact}@example.com",
+                    occurred_at=NOW - rng.randrange(0, 30 * DAY), amount=amount,
+                    currency=rng.choice(["usd", "eur", "jpy", "gbp"]),
+                    refund_amount=amount // 2 if filter == "refunded" else None,
+                    plans=((f"price_{rng.randrange(7)}",) if filter.startswith("subscription_")
+                           else ()))
+        held.append(fact)
+        facts.append(fact)
+    return facts
+
+
+def _membership_run(per_account: int, facts: Sequence[Fact]) -> tuple[float, int]:
+    """A fresh pipeline with one account of `per_account` rules: the first half of
+    `facts` untimed, the second timed. CPU µs per timed fact, changes published."""
+    settings = Settings(topic_prefix="membership.", partitions=1)
+    pipeline = Pipeline(settings, StreamOptions(clock=lambda: NOW))
+    pipeline.adopt([0])
+    docs = [dict(_rule(facts[0].account_id, n).to_dict()) for n in range(per_account)]
+    control = asyncio.run(feed(pipeline, settings.topic("segments.rules"),
+                               [(k, v, 0) for k, v in rule_messages(docs)]))
+    asyncio.run(feed(pipeline, settings.topic("segments.control"),
+                     [(k, v, 0) for t, k, v, _, _ in control.messages
+                      if t.endswith("control")]))
+    encoded = [(fact.key(), fact.to_bytes(), 0) for fact in facts]
+    half = len(encoded) // 2
+    asyncio.run(feed(pipeline, settings.topic("stripe.facts"), encoded[:half]))
+    start = time.process_time_ns()
+    out = asyncio.run(feed(pipeline, settings.topic("stripe.facts"), encoded[half:]))
+    elapsed = time.process_time_ns() - start
+    changes = sum(1 for t, *_ in out.messages if t == settings.topic("segments.membership"))
+    return elapsed / (len(encoded) - half) / 1000, changes
+
+
+def membership_rows(runs: int, facts_per_run: int) -> dict[str, Any]:
+    """µs per fact with 10 and with 100 rules in the fact's account, run k of both back
+    to back (alternating which goes first), and their ratio per run (goal <= 2)."""
+    facts = _membership_facts("acme", facts_per_run, seed=11)
+    times: dict[int, list[float]] = {10: [], 100: []}
+    changes: dict[int, int] = {}
+    for run in range(runs + 1):  # run 0 warms up (imports, parsing, caches)
+        for per_account in ((10, 100) if run % 2 else (100, 10)):
+            us, changes[per_account] = _membership_run(per_account, facts)
+            if run:
+                times[per_account].append(us)
+    ratios = [a / b for a, b in zip(times[100], times[10], strict=True)]
+    return {"us_per_fact": {n: _summary(t) for n, t in times.items()},
+            "changes": changes, "ratio_100_to_10": _summary(ratios)}
+
+
 def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=RUNS)
     parser.add_argument("--facts", type=int, default=FACTS_PER_RUN, help="facts per run")
+    parser.add_argument("--membership", action="store_true",
+                        help="the membership stage, 10 vs 100 rules per account")
     args = parser.parse_args()
+    if args.membership:
+        facts = args.facts if args.facts != FACTS_PER_RUN else MEMBERSHIP_FACTS
+        result = membership_rows(args.runs, facts)
+        for n, s in result["us_per_fact"].items():
+            print(f"membership, {n:>3} rules per account: {s['median']:7.1f} µs/fact CPU "
+                  f"(min {s['min']:.1f}, max {s['max']:.1f}), "
+                  f"{result['changes'][n]:,} changes")
+        r = result["ratio_100_to_10"]
+        print(f"ratio 100/10: median {r['median']:.2f} (min {r['min']:.2f}, max "
+              f"{r['max']:.2f}; goal <= 2), runs {[round(x, 2) for x in r['runs']]}; "
+              f"median of {args.runs} runs x {facts:,} timed facts after {facts:,} untimed")
+        return
     rows = measure(args.runs, args.facts)
     header = (
         f"{'installation':40} {'method':6} {'rules':>8} {'build s':>8} {'ns/fact':>9} "

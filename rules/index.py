@@ -11,6 +11,10 @@ rules are identified by (account_id, rule id); two accounts may reuse an id free
 are indexed (`Narrowed`, below), so an account with 100 rules for a filter costs little
 more per fact than one with 10.
 
+`affected(fact, now)` answers the stream's question, "whose membership can this fact
+change?", from the same indexes: the rules the fact can satisfy at `now` or at any later
+instant (a superset of `matching`; see its docstring for why that is the exact test).
+
 Not thread-safe; each stream worker owns its index.
 """
 
@@ -87,14 +91,38 @@ class RuleIndex:
         """The rules of the fact's account and filter that it satisfies at `now`, in
         insertion order: `[r for r in for_fact(...) if matches(r, fact, now)]`, computed
         from the route's indexes instead of one evaluation per rule."""
-        route = (fact.account_id, fact.filter)
+        narrowed = self._compiled(fact.account_id, fact.filter)
+        return [] if narrowed is None else narrowed.matching(fact, now)
+
+    def affected(self, fact: FactView, now: int,
+                 previous: FactView | None = None) -> list[Rule]:
+        """The rules of the fact's route that it (or `previous`, the version of the same
+        fact it replaces, of the same route) can satisfy at `now` or later, in insertion
+        order: every static condition holds and every relative one still can.
+
+        For any other rule R of the route, adding, removing or replacing the fact leaves
+        `evaluate(R, facts, now)` as it was: R's membership at every instant from `now`
+        on is the same with or without the fact, and so is `next_change` (exact: the
+        first instant at which that membership differs)."""
+        narrowed = self._compiled(fact.account_id, fact.filter)
+        if narrowed is None:
+            return []
+        mask = narrowed.reachable(fact, now)
+        if previous is not None:
+            if (previous.account_id, previous.filter) != (fact.account_id, fact.filter):
+                raise ValueError("`previous` must be a fact of the same account and filter")
+            mask |= narrowed.reachable(previous, now)
+        return narrowed.select(mask)
+
+    def _compiled(self, account_id: str, filter: str) -> Narrowed | None:
+        route = (account_id, filter)
         narrowed = self._narrowed.get(route)
         if narrowed is None:
-            rules = self.for_fact(fact.account_id, fact.filter)
+            rules = self.for_fact(account_id, filter)
             if not rules:
-                return []
+                return None
             narrowed = self._narrowed[route] = Narrowed(tuple(rules))
-        return narrowed.matching(fact, now)
+        return narrowed
 
     def for_account(self, account_id: str) -> tuple[Rule, ...]:
         """Every rule of one account (for listings), in filter order."""
@@ -186,6 +214,16 @@ def _intersect(a: _Interval, b: _Interval) -> _Interval:
     return (lo, hi)
 
 
+def _can_hold_from(condition: RelativeCondition, fact: FactView, now: int) -> bool:
+    """Whether the condition holds on the fact at `now` or at some later instant: a
+    `within_last` window not yet over (`instant <= t` comes by itself), or any
+    `more_than_ago` (it holds for good once the window has passed)."""
+    instant: int | None = getattr(fact, condition.attribute)
+    if instant is None:
+        return False
+    return condition.op != "within_last" or now < condition.window_end(instant)
+
+
 def _age_interval(condition: RelativeCondition) -> _Interval | None:
     """`holds` as an interval of the fact's age, for fixed-length windows on the date."""
     if condition.attribute != "occurred_at" or condition.seconds is None:
@@ -201,6 +239,7 @@ class Narrowed:
     __slots__ = (
         "age",
         "age_free",
+        "age_reach",
         "all",
         "amount",
         "amount_free",
@@ -272,6 +311,9 @@ class Narrowed:
         self.amount = tuple(_Intervals(by_bit) for by_bit in amounts)
         self.amount_free = self.all & ~self.amount[0].members
         self.age = _Intervals(ages)
+        # The age only grows: a rule's age interval can still be reached iff the fact is
+        # not past its upper end (its lower end comes by itself).
+        self.age_reach = _Intervals({bit: (None, hi) for bit, (_, hi) in ages.items()})
         self.age_free = self.all & ~self.age.members
         self.plan_free = self.all & ~plan_indexed
 
@@ -287,27 +329,63 @@ class Narrowed:
         self.by_currency[currency] = mask
         return mask
 
-    def matching(self, fact: FactView, now: int) -> list[Rule]:
+    def _static_mask(self, fact: FactView) -> int:
+        """The rules whose indexed clock-independent conditions (currency, amount,
+        plan) the fact passes."""
         currency = fact.currency
         mask = self.by_currency.get(currency)
         if mask is None:
             mask = self._currency_mask(currency)
-        if not mask:
-            return []
-        if self.amount_free != self.all:
+        if mask and self.amount_free != self.all:
             amount = fact.amount
             if amount is None or currency is None:
                 mask &= self.amount_free
             else:
                 exponent = EXPONENT_OF.get(currency, DEFAULT_EXPONENT)
                 mask &= self.amount_free | self.amount[exponent].containing(amount)
-        if mask and self.age_free != self.all:
-            mask &= self.age_free | self.age.containing(now - fact.occurred_at)
         if mask and self.plan_free != self.all:
             plan_mask = self.plan_free
             for plan in fact.plans:
                 plan_mask |= self.plans.get(plan, 0)
             mask &= plan_mask
+        return mask
+
+    def reachable(self, fact: FactView, now: int) -> int:
+        """The mask of rules the fact can satisfy at `now` or later, condition by
+        condition (see `RuleIndex.affected`)."""
+        mask = self._static_mask(fact)
+        if mask and self.age_free != self.all:
+            mask &= self.age_free | self.age_reach.containing(now - fact.occurred_at)
+        left = mask
+        residual = self.residual
+        while left:
+            low = left & -left
+            bit = low.bit_length() - 1
+            left ^= low
+            for condition in residual[bit]:
+                if isinstance(condition, RelativeCondition):
+                    if not _can_hold_from(condition, fact, now):
+                        mask ^= low
+                        break
+                elif not condition.holds(fact, now):
+                    mask ^= low
+                    break
+        return mask
+
+    def select(self, mask: int) -> list[Rule]:
+        """The rules of a mask, in insertion order."""
+        out: list[Rule] = []
+        rules = self.rules
+        while mask:
+            low = mask & -mask
+            out.append(rules[low.bit_length() - 1])
+            mask ^= low
+        return out
+
+    def matching(self, fact: FactView, now: int) -> list[Rule]:
+        mask = self._static_mask(fact)
+        if mask and self.age_free != self.all:
+            mask &= self.age_free | self.age.containing(now - fact.occurred_at)
         out: list[Rule] = []
         rules, residual = self.rules, self.residual
         while mask:

@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from common.windows import HISTORY_FLOOR_SECONDS
-from rules import Rule, evaluate, matches
+from rules import Rule, RuleIndex, evaluate, matches
 from stream.changes import Cause, MembershipChange, iso
 from stream.facts import Fact
 
@@ -163,6 +163,30 @@ def hold(state: ContactState, fact: Fact, rules: Sequence[Rule], now: int) -> in
     return _cap(by_id, rules, now) if len(by_id) > MAX_FACTS_PER_CONTACT else 0
 
 
+def hold_affected(state: ContactState, fact: Fact, index: RuleIndex,
+                  now: int) -> tuple[Sequence[Rule], int]:
+    """`hold` the fact, and say which rules of its route `on_fact` must re-decide:
+    those whose membership or due instant it can change. Returns them (in the route's
+    order) and how many facts `hold` dropped.
+
+    Every other rule's recorded verdict is still `evaluate`'s at `now` (it was decided
+    when the contact's facts last changed, and the clock alone has not reached its due
+    instant, or its timer will publish that change): the fact can move a verdict only
+    where it, or the version of it that it amends (same fact id: e.g. a refund's new
+    amount), can satisfy the rule at `now` or later (`RuleIndex.affected`). When `hold`
+    dropped facts (`MAX_FACTS_PER_CONTACT`), any rule may have lost one: all are
+    re-decided. Membership is "some / how many held facts satisfy the rule" for every
+    filter, subscriptions included (`rules.evaluate`), so nothing else is needed;
+    tests/unit/stream/test_membership_narrowing.py checks the outputs are the same as
+    re-deciding every rule of the route."""
+    rules = index.for_fact(fact.account_id, fact.filter)
+    previous = state.facts.get(fact.filter, {}).get(fact.fact_id)
+    dropped = hold(state, fact, rules, now)
+    if dropped or not rules:
+        return rules, dropped
+    return index.affected(fact, now, previous), dropped
+
+
 def fact_at(fact: Fact, rule: Rule, now: int, rule_since: Mapping[str, int]) -> int:
     """`at` of a change caused by `fact` under `rule` (see `stream.changes`): the fact's
     event time, or when the rule's version came into force if later; at most `now`."""
@@ -173,7 +197,8 @@ def on_fact(
     state: ContactState, fact: Fact, rules: Sequence[Rule], now: int,
     rule_since: Mapping[str, int] = MappingProxyType({}),
 ) -> list[MembershipChange]:
-    """A fact just held (`hold`): re-evaluate the rules of its account and filter.
+    """A fact just held: re-evaluate `rules`, those of its account and filter it can
+    affect (`hold_affected`), or all of them (after `hold`): the same changes.
 
     `rule_since`: rule id -> when its version in force came into force (epoch s)."""
     changes = []
@@ -264,6 +289,18 @@ def on_rule(
 def too_old(fact: Fact, now: int, horizon: int) -> bool:
     """A fact beyond the history horizon when it arrives is never held (it is counted)."""
     return _last_instant(fact) < now - horizon
+
+
+def prunable(state: ContactState, now: int, horizon: int) -> bool:
+    """Whether `prune` may forget anything (a fact past the horizon is held): when not,
+    the caller need not gather the rules it takes."""
+    cutoff = now - horizon
+    for by_id in state.facts.values():
+        for fact in by_id.values():  # `_last_instant(fact) < cutoff`, inlined: per fact
+            if (fact.occurred_at < cutoff and (fact.start_date or 0) < cutoff
+                    and (fact.end_date or 0) < cutoff):
+                return True
+    return False
 
 
 def prune(state: ContactState, now: int, horizon: int, rules: Mapping[str, Rule]) -> int:

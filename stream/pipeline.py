@@ -39,6 +39,7 @@ from common.topics import (
     state_topic,
 )
 from connectors.contract import ContractError, RawEvent
+from rules import Rule
 from stream.attribution import ByChargeDecodeError, ChargeJoin, JoinTables, sweep_join
 from stream.changes import MembershipChange, iso, member_key, member_record, member_state
 from stream.changes import rule_key as pack_rule_key
@@ -59,11 +60,12 @@ from stream.inputs import (
 )
 from stream.membership import (
     ContactState,
-    hold,
+    hold_affected,
     on_fact,
     on_retract,
     on_rule,
     on_time,
+    prunable,
     prune,
     too_old,
 )
@@ -71,7 +73,7 @@ from stream.metrics import StreamMetrics
 from stream.options import StreamOptions
 from stream.outbox import Outbox, Written
 from stream.partition_state import PartitionState, rule_from_doc
-from stream.state import JSON, RAW, Codec, State, recover_all
+from stream.state import JSON, RAW, Codec, PartitionView, State, recover_all
 from stream.status import StatusMarker
 
 log = logging.getLogger(__name__)
@@ -375,23 +377,30 @@ class Pipeline:
         contact = view.get(key) or ContactState(fact.account_id, fact.email,
                                                 partition_state.partition)
         # Housekeeping first; it changes no membership (see stream.membership, Retention).
-        forgotten = prune(contact, now, partition_state.horizon,
-                          partition_state.rules_of(contact.account_id, contact.facts))
-        if forgotten:
-            self.metrics.history_forgotten.inc(forgotten)
-        rules = partition_state.rules.for_fact(fact.account_id, fact.filter)
+        if prunable(contact, now, partition_state.horizon):
+            forgotten = prune(contact, now, partition_state.horizon,
+                              partition_state.rules_of(contact.account_id, contact.facts))
+            if forgotten:
+                self.metrics.history_forgotten.inc(forgotten)
         times = self.rule_times.view(partition_state.partition)
-        since = {rule.id: times.get(pack_rule_key(rule.account_id, rule.id).decode(), 0)
-                 for rule in rules}
         if fact.retracted:
-            changes = on_retract(contact, fact, rules, now, since)
+            rules = partition_state.rules.for_fact(fact.account_id, fact.filter)
+            changes = on_retract(contact, fact, rules, now, self._since(times, rules))
         else:
-            capped = hold(contact, fact, rules, now)
+            # Only the rules the fact can affect are re-decided (`hold_affected`): the
+            # cost per fact follows them, not every rule of its account and filter.
+            rules, capped = hold_affected(contact, fact, partition_state.rules, now)
             if capped:
                 self.metrics.history_dropped.inc(capped)
-            changes = on_fact(contact, fact, rules, now, since)
+            changes = on_fact(contact, fact, rules, now, self._since(times, rules))
         self._save(partition_state, key, contact)
         self._publish(changes, out)
+
+    @staticmethod
+    def _since(times: PartitionView, rules: Sequence[Rule]) -> dict[str, int]:
+        """Rule id -> when its version in force came into force (`fact_at`)."""
+        return {rule.id: times.get(pack_rule_key(rule.account_id, rule.id).decode(), 0)
+                for rule in rules}
 
     def _timers(self, partition_state: PartitionState, now: int, out: Outbox) -> None:
         view = self.contacts.view(partition_state.partition)

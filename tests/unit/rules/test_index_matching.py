@@ -162,3 +162,64 @@ def test_thresholds_are_bisected_per_currency_exponent() -> None:
     assert ids(30, "jpy") == ["r0", "r1"]  # zero-decimal: 30 yen
     assert ids(31, "jpy") == ["r0", "r1", "r2"]
     assert ids(5000, None) == []  # an amount without a currency means nothing
+
+
+def naive_affected(index: RuleIndex, fact: Fact, now: int) -> list[Rule]:
+    """`affected` by its definition, condition by condition on every rule of the route."""
+    def can_hold(rule: Rule) -> bool:
+        if not all(c.holds(fact, 0) for c in rule.static_conditions):
+            return False
+        for condition in rule.relative_conditions:
+            instant = getattr(fact, condition.attribute)
+            if instant is None:
+                return False
+            if condition.op == "within_last" and condition.window_end(instant) <= now:
+                return False
+        return True
+    return [r for r in index.for_fact(fact.account_id, fact.filter) if can_hold(r)]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(docs=st.lists(st.integers(0, 10_000).flatmap(rule_docs), max_size=40),
+       probes=st.lists(facts(), min_size=1, max_size=20),
+       now=st.integers(NOW - DAY, NOW + DAY))
+def test_affected_is_every_rule_the_fact_can_still_satisfy(
+    docs: list[dict[str, Any]], probes: list[Fact], now: int
+) -> None:
+    """`affected` is its definition, and no rule it leaves out is satisfied by the fact
+    at `now` or at any instant after (every instant a relative condition can flip at,
+    and one past each)."""
+    index = RuleIndex()
+    for doc in docs:
+        parsed = _parse(doc)
+        if parsed is not None:
+            index.add(parsed)
+    for fact in probes:
+        affected = index.affected(fact, now)
+        assert affected == naive_affected(index, fact, now)
+        matching = index.matching(fact, now)
+        assert [r for r in affected if r in matching] == matching
+        for rule in index.for_fact(fact.account_id, fact.filter):
+            if rule in affected:
+                continue
+            instants = {now} | {i + d for c in rule.relative_conditions
+                                for i in c.changes(fact) for d in (0, 1) if i + d >= now}
+            assert not any(matches(rule, fact, t) for t in instants), rule
+
+
+def test_affected_adds_the_rules_of_the_amended_version() -> None:
+    index = RuleIndex()
+    for number, threshold in enumerate(("10", "100")):
+        index.add(parse_rule({"id": f"r{number}", "account_id": "acme", "name": "n",
+                              "filter": "refunded",
+                              "conditions": [{"field": "amount", "op": "gte",
+                                              "value": threshold}]}))
+    old = Fact("f", "refunded", "acme", "a@example.com", NOW, 20_000, "usd", None, (), None,
+               None)
+    new = Fact("f", "refunded", "acme", "a@example.com", NOW, 2_000, "usd", None, (), None,
+               None)
+    assert [r.id for r in index.affected(new, NOW)] == ["r0"]
+    assert [r.id for r in index.affected(new, NOW, previous=old)] == ["r0", "r1"]
+    with pytest.raises(ValueError, match="same account and filter"):
+        index.affected(new, NOW, previous=Fact("f", "charge_failed", "acme", "a@example.com",
+                                               NOW, 1, "usd", None, (), None, None))

@@ -137,9 +137,9 @@ class Pipeline:
 
     async def assigned(self, partitions: list[int]) -> None:
         changed = await recover_all(self.states, partitions)
-        kept = {p: self.kept.pop(p) for p in partitions
-                if p in self.kept and p not in changed}
-        self.adopt([p for p in partitions if p not in kept])
+        kept = {partition: self.kept.pop(partition) for partition in partitions
+                if partition in self.kept and partition not in changed}
+        self.adopt([partition for partition in partitions if partition not in kept])
         self.partitions.update(kept)
         if kept:
             log.info("partitions %s: state kept since the last rebalance", sorted(kept))
@@ -214,13 +214,15 @@ class Pipeline:
 
     # -- classification --------------------------------------------------------------
 
-    def _tables(self, p: int) -> ContactTables:
-        return ContactTables(customers=self.customers.view(p), seen=self.seen.view(p),
-                             parked=self.parked.view(p))
+    def _tables(self, partition: int) -> ContactTables:
+        return ContactTables(customers=self.customers.view(partition),
+                             seen=self.seen.view(partition),
+                             parked=self.parked.view(partition))
 
-    def _join_tables(self, p: int) -> JoinTables:
-        return JoinTables(charges=self.charges.view(p), waiting=self.waiting.view(p),
-                          seen=self.seen.view(p))
+    def _join_tables(self, partition: int) -> JoinTables:
+        return JoinTables(charges=self.charges.view(partition),
+                          waiting=self.waiting.view(partition),
+                          seen=self.seen.view(partition))
 
     async def _classify(self, resolver: ContactResolver, record: Any, out: Outbox) -> None:
         try:
@@ -267,17 +269,18 @@ class Pipeline:
             outcome.by_charge.extend(learned.by_charge)
             outcome.released += learned.released
 
-    def _maybe_sweep(self, p: int, now: int) -> None:
+    def _maybe_sweep(self, partition: int, now: int) -> None:
         """Once a minute per partition, drop dedup entries past their window."""
-        if now - self.last_sweep.get(p, 0) < SWEEP_SECONDS or not self.seen.loaded(p):
+        if (now - self.last_sweep.get(partition, 0) < SWEEP_SECONDS
+                or not self.seen.loaded(partition)):
             return
-        self.last_sweep[p] = now
-        removed, dropped = sweep(self._tables(p), now)
-        payers, unattributed = sweep_join(self._join_tables(p), now)
+        self.last_sweep[partition] = now
+        removed, dropped = sweep(self._tables(partition), now)
+        payers, unattributed = sweep_join(self._join_tables(partition), now)
         removed, dropped = removed + payers, dropped + unattributed
         self.metrics.no_email.inc(dropped)
         if removed or dropped:
-            log.info("partition %d: swept %d expired entries, %d parked facts", p,
+            log.info("partition %d: swept %d expired entries, %d parked facts", partition,
                      removed, dropped)
 
     def _dead_letter(self, record: Any, reason: str, out: Outbox) -> None:
@@ -306,18 +309,18 @@ class Pipeline:
             return
         # `at`: when the rule changed, one instant for every partition (SPEC, `at`).
         message = orjson.dumps({"k": "rule", "key": key, "doc": doc, "at": self.clock()})
-        for p in range(self.settings.partitions):
-            out.send(self.control_topic, record.key, message, p)
+        for partition in range(self.settings.partitions):
+            out.send(self.control_topic, record.key, message, partition)
 
     # -- membership ------------------------------------------------------------------
 
-    def _rebuild(self, p: int) -> PartitionState:
+    def _rebuild(self, partition: int) -> PartitionState:
         """Derive partition p's indexes from its recovered state."""
-        state = PartitionState(p, floor=self.options.history_floor_s)
-        state.add_rules(rule_from_doc(raw) for raw in self.partition_rules.view(p).values())
-        for key, contact in self.contacts.view(p).items():
+        state = PartitionState(partition, floor=self.options.history_floor_s)
+        state.add_rules(rule_from_doc(raw) for raw in self.partition_rules.view(partition).values())
+        for key, contact in self.contacts.view(partition).items():
             state.track(key, contact)
-        log.info("partition %d: %d rules, %d accounts with contacts", p, len(state.rules),
+        log.info("partition %d: %d rules, %d accounts with contacts", partition, len(state.rules),
                  len(state.contacts_by_account))
         return state
 
@@ -420,14 +423,15 @@ class Pipeline:
     def _forget(self, partition_state: PartitionState, request: ForgetRequest, out: Outbox) -> None:
         """Erase one person (or, with no email, every contact of the account) from this
         partition (stream.erasure), in its transaction."""
-        p = partition_state.partition
-        removed = erase_classify_state(request, self.customers.view(p), self.parked.view(p),
-                                       self.charges.view(p))
+        partition = partition_state.partition
+        removed = erase_classify_state(request, self.customers.view(partition),
+                                       self.parked.view(partition),
+                                       self.charges.view(partition))
         if request.email is None:
             keys = sorted(partition_state.contacts_by_account.get(request.account_id, ()))
         else:
             keys = [contact_key(request.account_id, request.email).decode()]
-        view = self.contacts.view(p)
+        view = self.contacts.view(partition)
         now = iso(self.clock())
         for key in keys:
             contact = view.get(key)
@@ -440,7 +444,7 @@ class Pipeline:
             del view[key]
             partition_state.untrack(key, contact.account_id)
             removed += 1
-        log.info("partition %d: erased %s of %s (%d entries)", p,
+        log.info("partition %d: erased %s of %s (%d entries)", partition,
                  "a contact" if request.email else "every contact", request.account_id,
                  removed)
 

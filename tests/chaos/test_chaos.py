@@ -26,8 +26,9 @@ independent model of what must come out.
 `CHAOS_SCALE=ci` (the default, inside `make test`) is small; `make chaos` runs
 `CHAOS_SCALE=full`. The seed is printed; `CHAOS_SEED=<seed>` replays the same events,
 kill targets and schedule (the webhooks' timing, and so the connector's answers, vary).
-The workers' log is written to `workers.log` under the test's tmp_path; its path is
-printed, and its tail on a failure.
+Each worker process logs to its own `worker-NN.log` (`tests/chaos/logs.py`: under the
+test's tmp_path, or `CHAOS_LOG_DIR`); the directory is printed, and each log's tail on
+a failure.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from connectors.store import new_connection_id
 from stream.app import group_id
 from stream.changes import MembershipChange, rule_key, rule_record, split_member_key
 from tests.chaos import oracle
+from tests.chaos.logs import log_dir, next_log, tails
 from tests.chaos.read_model import SupervisedReadModel, last_offsets, members_in_redis
 from tests.chaos.webhooks import StripeSender
 from tests.connector_harness import running_connector
@@ -95,13 +97,13 @@ SCALES = {
 OUTPUTS = (FACTS_TOPIC, MEMBERSHIP_TOPIC)
 
 
-def spawn(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def spawn(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "SEGMENTS_TOPIC_PREFIX": settings.topic_prefix,
            "SEGMENTS_PARTITIONS": str(settings.partitions),
            "SEGMENTS_REPLICATION_FACTOR": str(settings.replication_factor),
            "REDIS_URL": settings.redis_url}
-    with open(log, "ab") as out:
+    with open(next_log(logs), "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "segments.cli", "worker", "--no-envelope-check",
              "--loglevel", "warning"],
@@ -121,12 +123,12 @@ def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
 class Chaos:
     """The run's producer, probes and counters."""
 
-    def __init__(self, settings: Settings, rng: random.Random, log: Path,
+    def __init__(self, settings: Settings, rng: random.Random, logs: Path,
                  workers: list[subprocess.Popen[bytes]], sender: StripeSender) -> None:
         self.s = settings
         self.sender = sender
         self.rng = rng
-        self.log = log
+        self.logs = logs
         self.workers = workers  # the live ones are the last `scale.workers`
         self.group = group_id(settings)
         self.producer = kafka.producer(settings, acks="all", enable_idempotence=True)
@@ -162,7 +164,7 @@ class Chaos:
         orchestrator would."""
         for i, proc in enumerate(self.workers):
             if proc.poll() is not None and proc.returncode != -signal.SIGKILL:
-                self.workers[i] = spawn(self.s, self.log)
+                self.workers[i] = spawn(self.s, self.logs)
                 self.restarts += 1
 
     async def owners_committed(self, timeout: float = 120) -> None:
@@ -227,7 +229,7 @@ class Chaos:
                                        what="the group's committed offsets")
         assert commits is not None
         self.at_last_kill = commits
-        self.workers[victim] = spawn(self.s, self.log)
+        self.workers[victim] = spawn(self.s, self.logs)
         await sending
 
     async def bounce(self, cluster: QuickRestartKafka, n: int,  # noqa: F811
@@ -320,8 +322,8 @@ async def test_chaos(settings: Settings, cluster: QuickRestartKafka,  # noqa: F8
     scale = SCALES[SCALE_NAME]
     seed = int(os.environ.get("CHAOS_SEED", "0")) or random.randrange(1, 2**32)
     print(f"\nCHAOS_SEED={seed} CHAOS_SCALE={SCALE_NAME} {scale}")
-    log = tmp_path / "workers.log"
-    print(f"workers' log: {log}")
+    logs = log_dir(tmp_path)
+    print(f"workers' logs: {logs}/worker-NN.log")
     s = replace(settings, kafka_bootstrap_servers=cluster.bootstrap_servers,
                 replication_factor=3, partitions=3)
     await ensure_topics(s)
@@ -336,11 +338,10 @@ async def test_chaos(settings: Settings, cluster: QuickRestartKafka,  # noqa: F8
                 api_key=f"sk_test_chaos{secrets.token_hex(16)}", webhook_secret=secret,
                 registration="manual", webhook_endpoint_id=None)
             sender = StripeSender(connector, connection_id, secret)
-            chaos = Chaos(s, random.Random(seed), log, workers, sender)
+            chaos = Chaos(s, random.Random(seed), logs, workers, sender)
             await run(chaos, cluster, scale, seed, read_model, redis)
     except BaseException:
-        tail = log.read_text(errors="replace").splitlines()[-60:] if log.exists() else []
-        print(f"last {len(tail)} lines of {log}:", *tail, sep="\n  ")
+        print("", *tails(logs), sep="\n")
         raise
     finally:
         await read_model.stop()
@@ -368,7 +369,7 @@ async def run(chaos: Chaos, cluster: QuickRestartKafka, scale: Scale,  # noqa: F
                               {"field": "occurrences", "op": "gte", "value": 2}))
         await chaos.rule(rule("big", "charge_succeeded",
                               {"field": "amount", "op": "gte", "value": "90"}))
-        workers.extend(spawn(s, chaos.log) for _ in range(scale.workers))
+        workers.extend(spawn(s, chaos.logs) for _ in range(scale.workers))
         sources = [s.topic(t) for t in (EVENTS_TOPIC, "segments.by-charge", FACTS_TOPIC)]
         for i, chunk in enumerate(chunks):
             if i == scale.chunks:

@@ -10,11 +10,18 @@ failed run's logs are gone within minutes.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 #: Lines the stream runtime's un-awaited send futures leave when a transaction fails:
 #: counted, not shown, so that a tail shows what the runtime decided.
 NOISE = "Future exception was never retrieved"
+
+
+def stamp() -> str:
+    """The time as the workers' log lines give it (UTC), to read the two side by side."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
 
 
 def log_dir(tmp_path: Path) -> Path:

@@ -65,7 +65,7 @@ from connectors.store import new_connection_id
 from stream.app import group_id
 from stream.changes import MembershipChange, rule_key, rule_record, split_member_key
 from tests.chaos import oracle
-from tests.chaos.logs import log_dir, next_log, tails
+from tests.chaos.logs import log_dir, next_log, stamp, tails
 from tests.chaos.read_model import SupervisedReadModel, last_offsets, members_in_redis
 from tests.chaos.webhooks import StripeSender
 from tests.connector_harness import running_connector
@@ -224,6 +224,8 @@ class Chaos:
         victim = self.rng.choice(live)
         os.killpg(self.workers[victim].pid, signal.SIGKILL)
         self.workers[victim].wait()
+        print(f"{stamp()} kill {len(self.open_at_kill) + 1}: worker {victim} "
+              f"(pid {self.workers[victim].pid})", flush=True)
         self.open_at_kill.append(open_now)
         commits = await async_wait_for(self.commits, 60, interval=0.5,
                                        what="the group's committed offsets")
@@ -258,6 +260,7 @@ class Chaos:
             led = sorted(k for k, v in before.items() if v == coordinator)
             sending = asyncio.create_task(self.send(chunk))
             cluster.stop_node(victim, kill=True)
+            print(f"{stamp()} bounce {n + 1}: broker {coordinator} killed", flush=True)
 
             async def moved() -> tuple[int, dict[tuple[str, int], int]] | None:
                 try:
@@ -394,6 +397,8 @@ async def run(chaos: Chaos, cluster: QuickRestartKafka, scale: Scale,  # noqa: F
             else:
                 await chaos.send(chunk)
             chaos.supervise()
+            print(f"{stamp()} chunk {i + 1}/{len(chunks)} sent; {chaos.sender.stats.line()}",
+                  flush=True)
 
         async def processed() -> bool:
             chaos.supervise()

@@ -12,7 +12,7 @@ demo: bootstrap
 # Everything: the suite, then the secured-cluster tests (they start a broker of their own),
 # then the chaos test's CI setting (3,000 webhooks through the connector, 2 worker
 # kill -9s, 1 broker bounce on a private three-node cluster; 3.5-6 minutes on the
-# 2-core machine, docs/reliability.md, "Chaos"). The full setting is `make chaos`.
+# loaded 2-core machine, docs/reliability.md, "Chaos"). The full setting is `make chaos`.
 test: bootstrap lint
 	$(PYTHON) -m pytest -m "not secure and not chaos"
 	$(MAKE) test-secure

@@ -23,7 +23,7 @@ independent model of what must come out.
   `segments.members` and the members the Redis read model holds per segment with the
   expected final members.
 
-`CHAOS_SCALE=ci` (the default, inside `make test`) is small; `make chaos` runs
+`CHAOS_SCALE=ci` (the default; `make chaos CHAOS_SCALE=ci`) is small; `make chaos` runs
 `CHAOS_SCALE=full`. The seed is printed; `CHAOS_SEED=<seed>` replays the same events,
 kill targets and schedule (the webhooks' timing, and so the connector's answers, vary).
 Each worker process logs to its own `worker-NN.log` (`tests/chaos/logs.py`: under the

@@ -61,9 +61,9 @@ def kafka_bootstrap() -> Iterator[str]:
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         return
     if _docker_answers():
-        from testcontainers.kafka import KafkaContainer
+        from tests.kafka_container import single_broker_kafka
 
-        with KafkaContainer().with_kraft() as kafka:
+        with single_broker_kafka() as kafka:
             yield kafka.get_bootstrap_server()
         return
     from segments.stack import LocalKafka, StackError, stack_dir

@@ -1,0 +1,48 @@
+"""Where the chaos run's worker processes log, and what of it a failure shows.
+
+Each worker process (every replacement too) writes its own `worker-NN.log`, so a log
+line can be traced to the process that wrote it (the workers' JSON lines name no pid).
+The directory is the test's tmp_path, or `CHAOS_LOG_DIR` when set: pytest keeps only
+its last few tmp directories, and on a machine where other sessions run pytest a
+failed run's logs are gone within minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+#: Lines the stream runtime's un-awaited send futures leave when a transaction fails:
+#: counted, not shown, so that a tail shows what the runtime decided.
+NOISE = "Future exception was never retrieved"
+
+
+def stamp() -> str:
+    """The time as the workers' log lines give it (UTC), to read the two side by side."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
+
+
+def log_dir(tmp_path: Path) -> Path:
+    path = Path(os.environ.get("CHAOS_LOG_DIR") or tmp_path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def next_log(directory: Path) -> Path:
+    """The log file of the next worker process started."""
+    return directory / f"worker-{len(list(directory.glob('worker-*.log'))):02d}.log"
+
+
+def tails(directory: Path, lines: int = 15) -> list[str]:
+    """Per worker log: its last `lines` lines other than `NOISE`, and how many of
+    those it holds."""
+    out = []
+    for log in sorted(directory.glob("worker-*.log")):
+        text = log.read_text(errors="replace").splitlines()
+        kept = [line for line in text if NOISE not in line]
+        out.append(f"{log} ({len(text)} lines, {len(text) - len(kept)} '{NOISE}'), "
+                   f"last {min(lines, len(kept))} others:")
+        out += [f"  {line[:400]}" for line in kept[-lines:]]
+    return out

@@ -49,13 +49,22 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+#: How stale a client's view of partition leaders may get (aiokafka: 5 minutes). After a
+#: broker bounce aiokafka's consumer retried offset look-ups against the moved leader from
+#: its cache until the next refresh: a worker asked a bounced broker every 100 ms for
+#: minutes. A metadata request every 10 s per client costs the broker nothing.
+METADATA_MAX_AGE_MS = 10_000
+
+
 def producer(settings: Settings, **options: Any) -> Any:
     """An `AIOKafkaProducer` (not started)."""
+    options.setdefault("metadata_max_age_ms", METADATA_MAX_AGE_MS)
     return AIOKafkaProducer(**connection_options(settings), **options)
 
 
 def consumer(settings: Settings, *topics: str, **options: Any) -> Any:
     """An `AIOKafkaConsumer` (not started), subscribed to `topics` if any are given."""
+    options.setdefault("metadata_max_age_ms", METADATA_MAX_AGE_MS)
     return AIOKafkaConsumer(*topics, **connection_options(settings), **options)
 
 

@@ -57,6 +57,13 @@ from stream.task import FETCH_RECORDS, MAX_QUEUED_BATCHES, Task
 
 log = logging.getLogger(__name__)
 
+#: How long the group waits for every member to rejoin in a rebalance. aiokafka's default
+#: is the session timeout (10 s), which a member finishing a batch or a recovery on a
+#: loaded machine overruns: it is then thrown out of the group, its tasks are fenced,
+#: and its rejoin starts the next rebalance (the storm the chaos test saw). Kafka
+#: Streams uses max.poll.interval.ms, 5 minutes; a dead member still leaves after its
+#: session timeout.
+REBALANCE_TIMEOUT_MS = 300_000
 #: Largest record batch the producers build (the broker takes 1 MiB by default).
 BATCH_BYTES = 512 * 1024
 
@@ -130,6 +137,7 @@ class StreamRuntime:
                                            RangePartitionAssignor),
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(1000, self.session_timeout_ms // 3),
+            rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         if not self.exactly_once:

@@ -22,11 +22,15 @@ import time
 from typing import Any, Protocol
 
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     CommitFailedError,
+    GroupAuthorizationFailedError,
     IllegalOperation,
     InvalidProducerEpoch,
     KafkaError,
     ProducerFenced,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
 )
 
 from stream.outbox import Outbox, Processor
@@ -42,10 +46,20 @@ MAX_QUEUED_BATCHES = 8
 #: Errors that say the task's partition moved on without it, or its transaction is gone.
 MIGRATED_ERRORS: tuple[type[BaseException], ...] = (
     ProducerFenced, InvalidProducerEpoch, CommitFailedError, IllegalOperation)
+#: Kafka errors no rejoin can mend: the worker stops and says why.
+FATAL_KAFKA_ERRORS: tuple[type[BaseException], ...] = (
+    TopicAuthorizationFailedError, GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError, TransactionalIdAuthorizationFailed)
 
 
 def migrated(exc: BaseException) -> bool:
-    return isinstance(exc, MIGRATED_ERRORS)
+    """Lose the task and rejoin, rather than exit: the partition moved, the transaction
+    was aborted, or the cluster failed the task's writes (a broker lost mid-transaction
+    answers `UnknownError` ending it). Nothing the task did since its last commit
+    counts either way; a fresh producer and the partition's committed state start over."""
+    if isinstance(exc, MIGRATED_ERRORS):
+        return True
+    return isinstance(exc, KafkaError) and not isinstance(exc, FATAL_KAFKA_ERRORS)
 
 
 class TaskHost(Protocol):
@@ -235,7 +249,12 @@ class Task:
                             ) -> dict[tuple[str, int], int]:
         """Wait for these batches; where each topic-partition's records now end."""
         ends: dict[tuple[str, int], int] = {}
-        results = await asyncio.gather(*(future for future, _ in pending))
+        # Every outcome is collected, so a failed batch among several leaves no
+        # "exception was never retrieved" behind; the first failure is raised.
+        results: list[Any] = await asyncio.gather(*(future for future, _ in pending),
+                                                  return_exceptions=True)
+        if failed := next((r for r in results if isinstance(r, BaseException)), None):
+            raise failed
         for metadata, (_, count) in zip(results, pending, strict=True):
             key = (metadata.topic, metadata.partition)
             ends[key] = max(ends.get(key, 0), metadata.offset + count)

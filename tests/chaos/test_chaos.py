@@ -102,7 +102,10 @@ def spawn(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
            "SEGMENTS_TOPIC_PREFIX": settings.topic_prefix,
            "SEGMENTS_PARTITIONS": str(settings.partitions),
            "SEGMENTS_REPLICATION_FACTOR": str(settings.replication_factor),
-           "REDIS_URL": settings.redis_url}
+           "REDIS_URL": settings.redis_url,
+           # Each kill waits for the successor to commit: 10 s, not the default 30 s,
+           # before the killed worker's partitions move.
+           "SEGMENTS_SESSION_TIMEOUT_S": "10"}
     with open(next_log(logs), "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "segments.cli", "worker", "--no-envelope-check",

@@ -67,14 +67,14 @@ def history_horizon(rules: Iterable[Rule], floor: int = HISTORY_FLOOR) -> int:
     return max(floor, longest + 3 * DAY)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class ContactState:
     account_id: str
     email: str
     #: The partition this contact lives on (its table's changelog partition).
     partition: int
-    #: filter -> fact_id -> fact; a fact id seen again replaces (amends) the old one.
-    facts: dict[str, dict[str, Fact]] = field(default_factory=dict)
+    #: filter -> fact_id -> fact (see `facts`).
+    decoded: dict[str, dict[str, Fact]] = field(default_factory=dict, repr=False)
     #: segment id -> rule version the membership was decided under, for members only.
     members: dict[str, int] = field(default_factory=dict)
     #: segment id -> next instant the clock alone flips membership.
@@ -82,10 +82,38 @@ class ContactState:
     #: segment id -> [`at` of the join (ISO), its fact id or None], for members: what
     #: their `segments.members` record says, to restate it under a new rule version.
     since: dict[str, list[Any]] = field(default_factory=dict)
+    #: The state as read from the changelog while its facts are not decoded yet.
+    raw: bytes | None = field(default=None, repr=False)
+
+    @property
+    def facts(self) -> dict[str, dict[str, Fact]]:
+        """filter -> fact_id -> fact; a fact id seen again replaces (amends) the old one.
+
+        Decoded on first use: a worker taking over a partition recovers every contact's
+        state, and decoding every fact of every contact into objects was most of that
+        time (`docs/benchmarks.md`, takeover); most contacts are not touched before the
+        partition serves, and the timers and indexes need only `due` and the account."""
+        if self.raw is not None:
+            by_filter = self.decoded
+            for fact_doc in orjson.loads(self.raw)["f"]:
+                fact = Fact.from_dict(fact_doc)
+                by_filter.setdefault(fact.filter, {})[fact.fact_id] = fact
+            self.raw = None
+        return self.decoded
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ContactState):
+            return NotImplemented
+        return ((self.account_id, self.email, self.partition, self.facts, self.members,
+                 self.due, self.since)
+                == (other.account_id, other.email, other.partition, other.facts,
+                    other.members, other.due, other.since))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
 
     def empty(self) -> bool:
         """Nothing held, nothing due, a member of nothing: the contact can be deleted."""
-        return not self.facts and not self.members and not self.due
+        return self.raw is None and not self.decoded and not self.members and not self.due
 
     def next_due(self) -> int | None:
         return min(self.due.values(), default=None)
@@ -94,12 +122,16 @@ class ContactState:
         return tuple(self.facts.get(filter_id, {}).values())
 
     def to_bytes(self) -> bytes:
+        # Facts never decoded are written back as they were read (members, due and
+        # since may have changed without them: a rule deleted, say).
+        facts = (orjson.loads(self.raw)["f"] if self.raw is not None else
+                 [fact.to_dict() for by_id in self.decoded.values() for fact in by_id.values()])
         return orjson.dumps(
             {
                 "a": self.account_id,
                 "e": self.email,
                 "p": self.partition,
-                "f": [fact.to_dict() for by_id in self.facts.values() for fact in by_id.values()],
+                "f": facts,
                 "m": self.members,
                 "d": self.due,
                 **({"s": self.since} if self.since else {}),
@@ -109,12 +141,10 @@ class ContactState:
     @classmethod
     def from_bytes(cls, raw: bytes) -> ContactState:
         doc: dict[str, Any] = orjson.loads(raw)
-        state = cls(doc["a"], doc["e"], doc["p"], members=doc["m"], due=doc["d"],
-                    since=doc.get("s") or {})
-        for fact_doc in doc["f"]:
-            fact = Fact.from_dict(fact_doc)
-            state.facts.setdefault(fact.filter, {})[fact.fact_id] = fact
-        return state
+        # An exact-size copy: `raw` may be a slice of a fetch buffer (see state.compact).
+        return cls(doc["a"], doc["e"], doc["p"], members=doc["m"], due=doc["d"],
+                   since=doc.get("s") or {},
+                   raw=bytes(memoryview(raw)) if doc["f"] else None)
 
 
 def _decide(

@@ -24,7 +24,9 @@ def register(sub: Any) -> None:
             "membership, exactly once (Kafka transactions) unless --at-least-once. Workers "
             "with the same settings share the partitions (a Kafka consumer group); add "
             "workers to scale, up to SEGMENTS_PARTITIONS. Stops cleanly (committing what "
-            "it processed) on SIGTERM or Ctrl-C; exits 1 if processing fails."
+            "it processed) on SIGTERM or Ctrl-C; exits 1 if processing fails. SIGUSR1 "
+            "logs where each of its asyncio tasks waits (for a worker that stopped "
+            "making progress)."
         ),
     )
     parser.add_argument("--no-email-lookup", action="store_true",
@@ -159,6 +161,7 @@ async def serve(app: Any, metrics: tuple[Any, str, int] | None = None,
     worker's query endpoint (`stream.query_server`)."""
     from aiohttp import web
 
+    from common.diagnostics import install_task_dump
     from common.http import runner
     from common.redis_client import redis_client
     from stream.query_server import QueryServer
@@ -167,6 +170,7 @@ async def serve(app: Any, metrics: tuple[Any, str, int] | None = None,
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    install_task_dump(loop)
     metrics_runner = None
     if metrics is not None:
         metrics_runner = runner(metrics[0], shutdown_timeout=2.0)

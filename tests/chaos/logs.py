@@ -35,14 +35,27 @@ def next_log(directory: Path) -> Path:
     return directory / f"worker-{len(list(directory.glob('worker-*.log'))):02d}.log"
 
 
-def tails(directory: Path, lines: int = 15) -> list[str]:
-    """Per worker log: its last `lines` lines other than `NOISE`, and how many of
-    those it holds."""
+#: What a worker logs first when asked (SIGUSR1) where its tasks wait.
+DUMP = "task dump:"
+
+
+def tails(directory: Path, lines: int = 15, dump_lines: int = 300) -> list[str]:
+    """Per worker log: its last `lines` lines other than `NOISE` before its last task
+    dump (`common.diagnostics`), how many `NOISE` lines it holds, then the dump."""
     out = []
     for log in sorted(directory.glob("worker-*.log")):
         text = log.read_text(errors="replace").splitlines()
         kept = [line for line in text if NOISE not in line]
+        starts = [i for i, line in enumerate(kept) if DUMP in line]
+        before, dump = (kept[:starts[-1]], kept[starts[-1]:]) if starts else (kept, [])
         out.append(f"{log} ({len(text)} lines, {len(text) - len(kept)} '{NOISE}'), "
-                   f"last {min(lines, len(kept))} others:")
-        out += [f"  {line[:400]}" for line in kept[-lines:]]
+                   f"last {min(lines, len(before))} others:")
+        out += [f"  {line[:400]}" for line in before[-lines:]]
+        out += [f"  {line[:400]}" for line in dump[:dump_lines]]
     return out
+
+
+def dumped(directory: Path) -> int:
+    """How many task dumps the workers' logs hold."""
+    return sum(log.read_text(errors="replace").count(DUMP)
+               for log in directory.glob("worker-*.log"))

@@ -34,6 +34,7 @@ a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -65,7 +66,7 @@ from connectors.store import new_connection_id
 from stream.app import group_id
 from stream.changes import MembershipChange, rule_key, rule_record, split_member_key
 from tests.chaos import oracle
-from tests.chaos.logs import log_dir, next_log, stamp, tails
+from tests.chaos.logs import dumped, log_dir, next_log, stamp, tails
 from tests.chaos.read_model import SupervisedReadModel, last_offsets, members_in_redis
 from tests.chaos.webhooks import StripeSender
 from tests.connector_harness import running_connector
@@ -95,6 +96,8 @@ SCALES = {
     "full": Scale(contacts=10_000, events=100_000, workers=3, kills=10, bounces=3, chunks=12),
 }
 OUTPUTS = (FACTS_TOPIC, MEMBERSHIP_TOPIC)
+#: The workers' log level: info shows each assignment and how long it took.
+WORKER_LOGLEVEL = os.environ.get("CHAOS_WORKER_LOGLEVEL", "info")
 
 
 def spawn(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
@@ -105,11 +108,13 @@ def spawn(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
            "REDIS_URL": settings.redis_url,
            # Each kill waits for the successor to commit: 10 s, not the default 30 s,
            # before the killed worker's partitions move.
-           "SEGMENTS_SESSION_TIMEOUT_S": "10"}
+           "SEGMENTS_SESSION_TIMEOUT_S": "10",
+           # Readable, and a task dump's stacks on lines of their own.
+           "SEGMENTS_LOG_FORMAT": "text"}
     with open(next_log(logs), "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "segments.cli", "worker", "--no-envelope-check",
-             "--loglevel", "warning"],
+             "--loglevel", WORKER_LOGLEVEL],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -292,6 +297,22 @@ class Chaos:
             await admin.close()
 
 
+async def dump_live(workers: list[subprocess.Popen[bytes]], logs: Path) -> None:
+    """Ask every live worker where its asyncio tasks wait (SIGUSR1,
+    `common.diagnostics`), for the failure's report; waits up to 5 s for the dumps."""
+    live = [proc for proc in workers if proc.poll() is None]
+    before = dumped(logs)
+    for proc in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGUSR1)
+
+    async def written() -> bool:
+        return dumped(logs) >= before + len(live)
+
+    with contextlib.suppress(TimedOut):  # a stuck loop answers no signal: show the rest
+        await async_wait_for(written, 5, interval=0.1, what="the workers' task dumps")
+
+
 async def leaders(admin: Any, topics: list[str]) -> dict[tuple[str, int], int]:
     found = {}
     for topic in await admin.describe_topics(topics):
@@ -347,6 +368,7 @@ async def test_chaos(settings: Settings, cluster: QuickRestartKafka,  # noqa: F8
             chaos = Chaos(s, random.Random(seed), logs, workers, sender)
             await run(chaos, cluster, scale, seed, read_model, redis)
     except BaseException:
+        await dump_live(workers, logs)
         print("", *tails(logs), sep="\n")
         raise
     finally:

@@ -4,7 +4,11 @@ Every command calls `configure()` at startup (`segments.cli` does it once for al
 
 - `SEGMENTS_LOG_FORMAT=json|text`: default `text` when stderr is a terminal, else
   `json` (one object per line: `ts`, `level`, `logger`, `msg`, then the record's fields);
-- `SEGMENTS_LOG_LEVEL` (default `INFO`): the root level.
+- `SEGMENTS_LOG_LEVEL` (default `INFO`): the root level;
+- `SEGMENTS_LIBRARY_LOG_LEVEL`: the level of the Kafka and Stripe clients' own loggers
+  (default `WARNING`, or everything at a root level of `DEBUG`). `INFO` shows the
+  consumer group's protocol (joins, syncs, why a member rejoins) without the rest of
+  DEBUG.
 
 Structured fields travel with a record as `extra=fields(key=value, ...)`: JSON puts them
 at the top level of the object, text appends them as `key=value`. The per-request
@@ -104,12 +108,13 @@ def resolve_format(env: Mapping[str, str], stream: TextIO) -> str:
     return raw
 
 
-def resolve_level(env: Mapping[str, str], default: str = "INFO") -> int:
-    raw = (env.get("SEGMENTS_LOG_LEVEL", "").strip() or default).upper()
+def resolve_level(env: Mapping[str, str], default: str = "INFO",
+                  variable: str = "SEGMENTS_LOG_LEVEL") -> int:
+    raw = (env.get(variable, "").strip() or default).upper()
     level = logging.getLevelName(raw)
     if not isinstance(level, int):
         raise LogConfigError(
-            f"SEGMENTS_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL (got {raw!r})")
+            f"{variable} must be DEBUG, INFO, WARNING, ERROR or CRITICAL (got {raw!r})")
     return level
 
 
@@ -166,8 +171,10 @@ def configure(
     setattr(handler, "_segments_handler", True)  # noqa: B010 (a marker on a stdlib object)
     root.addHandler(handler)
     root.setLevel(root_level)
-    for name in QUIET_LOGGERS:  # all of it at DEBUG, their warnings only otherwise
-        quiet = root_level > logging.DEBUG
-        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
+    # All of theirs at DEBUG, their warnings only otherwise, unless told.
+    libraries = resolve_level(env, "WARNING" if root_level > logging.DEBUG else "DEBUG",
+                              "SEGMENTS_LIBRARY_LOG_LEVEL")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(libraries)
     logging.captureWarnings(True)
     return fmt

@@ -110,7 +110,9 @@ def spawn(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
            # before the killed worker's partitions move.
            "SEGMENTS_SESSION_TIMEOUT_S": "10",
            # Readable, and a task dump's stacks on lines of their own.
-           "SEGMENTS_LOG_FORMAT": "text"}
+           "SEGMENTS_LOG_FORMAT": "text",
+           # The group protocol: each join, sync, and why a member rejoined.
+           "SEGMENTS_LIBRARY_LOG_LEVEL": os.environ.get("CHAOS_LIBRARY_LOGLEVEL", "info")}
     with open(next_log(logs), "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "segments.cli", "worker", "--no-envelope-check",

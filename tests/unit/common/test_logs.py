@@ -80,6 +80,19 @@ def test_levels_and_bad_values() -> None:
         configure(env={"SEGMENTS_LOG_LEVEL": "loud"}, stream=out)
 
 
+def test_library_level() -> None:
+    out = io.StringIO()
+    configure(env={}, stream=out, level="INFO")
+    assert logging.getLogger("aiokafka").level == logging.WARNING
+    configure(env={"SEGMENTS_LOG_LEVEL": "debug"}, stream=out)
+    assert logging.getLogger("aiokafka").level == logging.DEBUG
+    configure(env={"SEGMENTS_LIBRARY_LOG_LEVEL": "info"}, stream=out, level="WARNING")
+    logging.getLogger("aiokafka.consumer").info("joined the group")
+    assert "joined the group" in out.getvalue()
+    with pytest.raises(LogConfigError, match="SEGMENTS_LIBRARY_LOG_LEVEL"):
+        configure(env={"SEGMENTS_LIBRARY_LOG_LEVEL": "chatty"}, stream=out)
+
+
 def test_a_log_file_is_json_by_default(tmp_path: Path) -> None:
     path = tmp_path / "logs" / "demo.log"
     assert configure(env={}, filename=path) == "json"

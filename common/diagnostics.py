@@ -10,27 +10,47 @@ failure) needs to tell a stuck coordinator call from a stuck commit.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import signal
+from types import FrameType
+from typing import Any
 
 __all__ = ["dump_tasks", "install_task_dump"]
 
 log = logging.getLogger(__name__)
 
 #: Frames shown per task: the innermost ones say what it waits on.
-FRAMES = 12
+FRAMES = 40
+
+
+def await_chain(coro: Any) -> list[FrameType]:
+    """The frames of a suspended coroutine and of everything it awaits, outermost
+    first. `Task.get_stack()` gives only the task's own coroutine frame, which for
+    `await consumer.start()` hides the library call that actually waits."""
+    frames: list[FrameType] = []
+    while coro is not None and len(frames) < FRAMES:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
+
+
+def describe(task: asyncio.Task[Any]) -> str:
+    lines = [repr(task)[:300]]
+    for frame in await_chain(task.get_coro()):
+        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in "
+                     f"{frame.f_code.co_name}")
+    return "\n".join(lines)
 
 
 def dump_tasks() -> int:
-    """Log (at WARNING, so it shows at any usual level) every asyncio task's stack;
-    returns how many tasks there were."""
+    """Log (at WARNING, so it shows at any usual level) where every asyncio task is
+    suspended; returns how many tasks there were."""
     tasks = sorted(asyncio.all_tasks(), key=lambda task: task.get_name())
     log.warning("task dump: %d asyncio tasks", len(tasks))
     for task in tasks:
-        out = io.StringIO()
-        task.print_stack(limit=FRAMES, file=out)
-        log.warning("task %s:\n%s", task.get_name(), out.getvalue().rstrip())
+        log.warning("task %s: %s", task.get_name(), describe(task))
     return len(tasks)
 
 

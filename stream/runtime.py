@@ -7,9 +7,10 @@ recovery handing back empty tables), and its per-event machinery (streams, acks,
 topic buffers, one awaited send per message) cost 55-60% of the worker's time. This
 module is the part of Kafka Streams' model the pipeline needs, written out plainly:
 
-- One consumer of the group reads every source topic. The range assignor gives a worker
-  the same partition numbers of every topic (the topics are co-partitioned), so the
-  work of partition number p is one *task*: all its records, its state and its output.
+- One consumer of the group reads every source topic. The group's assignor
+  (`stream.assignor`) gives a worker the same partition numbers of every topic (the
+  topics are co-partitioned), so the work of partition number p is one *task*: all its
+  records, its state and its output.
 - Records are fetched in batches (`getmany`) and handed to the task of their partition.
   A task processes a batch, sends everything it produced and its state writes, and
   commits: under exactly-once, output, state and input offsets go in ONE Kafka
@@ -43,10 +44,10 @@ import gc
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from common import kafka
 from common.settings import Settings
@@ -66,6 +67,25 @@ log = logging.getLogger(__name__)
 REBALANCE_TIMEOUT_MS = 300_000
 #: Largest record batch the producers build (the broker takes 1 MiB by default).
 BATCH_BYTES = 512 * 1024
+
+
+def group_consumer(settings: Settings, group_id: str, held: Callable[[], Iterable[int]],
+                   session_timeout_ms: int) -> Any:
+    """The worker's member of the group (not started): read_committed, offsets
+    committed by the tasks, and the group's one assignor."""
+    return kafka.consumer(
+        settings, group_id=group_id,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        # Exactly one assignor: aiokafka sends a JoinGroup per assignor, and two
+        # workers offering two protocols kept restarting each other's rebalance
+        # (stream.assignor). It speaks `range`, as older workers do.
+        partition_assignment_strategy=(StickyTaskAssignor(held),),
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
+        rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
 
 
 class RuntimeFailed(StreamError, RuntimeError):
@@ -127,19 +147,8 @@ class StreamRuntime:
 
     async def start(self) -> None:
         listener = _Listener(self)
-        self.consumer = kafka.consumer(
-            self.settings, group_id=self.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            # Range first is what older workers speak: the group takes the first
-            # protocol every member supports, in the leader's order of preference.
-            partition_assignment_strategy=(StickyTaskAssignor(self.held),
-                                           RangePartitionAssignor),
-            session_timeout_ms=self.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, self.session_timeout_ms // 3),
-            rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
+        self.consumer = group_consumer(self.settings, self.group_id, self.held,
+                                       self.session_timeout_ms)
         if not self.exactly_once:
             self.producer = kafka.producer(
                 self.settings, acks="all",

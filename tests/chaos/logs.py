@@ -59,3 +59,11 @@ def dumped(directory: Path) -> int:
     """How many task dumps the workers' logs hold."""
     return sum(log.read_text(errors="replace").count(DUMP)
                for log in directory.glob("worker-*.log"))
+
+
+def assignments(directory: Path) -> int:
+    """How many assignments the group's leaders computed (`stream.assignor` logs each):
+    one per rebalance. A few per kill and bounce is normal; hundreds are a rebalance
+    storm."""
+    return sum(log.read_text(errors="replace").count("stream.assignor  assigning")
+               for log in directory.glob("worker-*.log"))

@@ -66,7 +66,7 @@ from connectors.store import new_connection_id
 from stream.app import group_id
 from stream.changes import MembershipChange, rule_key, rule_record, split_member_key
 from tests.chaos import oracle
-from tests.chaos.logs import dumped, log_dir, next_log, stamp, tails
+from tests.chaos.logs import assignments, dumped, log_dir, next_log, stamp, tails
 from tests.chaos.read_model import SupervisedReadModel, last_offsets, members_in_redis
 from tests.chaos.webhooks import StripeSender
 from tests.connector_harness import running_connector
@@ -478,7 +478,9 @@ async def run(chaos: Chaos, cluster: QuickRestartKafka, scale: Scale,  # noqa: F
           f"Redis read model: {sum(map(len, in_redis.values()))} members in "
           f"{len(SEGMENTS)} segments, "
           f"{'equal to the oracle' if not redis_wrong else f'DIFFERS {redis_wrong}'} "
-          f"({read_model.restarts} read-model restarts), {elapsed:.0f}s, seed {seed}")
+          f"({read_model.restarts} read-model restarts), "
+          f"{assignments(chaos.logs)} group assignments computed, {elapsed:.0f}s, "
+          f"seed {seed}")
     for line in chaos.bounces:
         print(f"  {line}")
     for failure in read_model.failures:

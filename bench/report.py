@@ -186,19 +186,26 @@ def rows(report: dict[str, Any]) -> list[tuple[str, list[Row]]]:
         *_saved_row(_get(report, "preview", "result", "verify_saved")),
     ]))
 
-    tk = _get(report, "takeover", "result", "summary") or {}
-    tk_cfg = _get(report, "takeover", "result", "config") or {}
+    for key in ("takeover", "takeover_1m"):
+        if _get(report, key, "result", "summary"):
+            sections.append(_takeover_section(report, key))
+    return sections
+
+
+def _takeover_section(report: dict[str, Any], key: str) -> tuple[str, list[Any]]:
+    tk = _get(report, key, "result", "summary") or {}
+    contacts = (_get(report, key, "result", "config") or {}).get("contacts", 0)
     took, mem = tk.get("takeover_s"), tk.get("rss_per_100k_contacts_mib")
-    contacts = tk_cfg.get("contacts", 0)
-    sections.append((f"Takeover: a new worker process taking over every partition of "
-                     f"{contacts:,} contacts (exactly_once, old worker stopped with SIGTERM)", [
+    # The < 10 s goal is for 100,000 contacts; larger states are reported, not judged.
+    judged = contacts == 100_000
+    return (f"Takeover: a new worker process taking over every partition of "
+            f"{contacts:,} contacts (exactly_once, old worker stopped with SIGTERM)", [
         ("old worker gone to every partition serving again", took, "s",
-         "< 10 (100,000 contacts)",
-         _met(took, took and contacts >= 100_000 and took["median"] < 10)),
+         "< 10" if judged else "report",
+         _met(took, took and took["median"] < 10) if judged else ""),
         ("worker RSS per 100,000 contacts, recovered from the changelogs", mem, "MiB",
          "<= 400", _met(mem, mem and mem["median"] <= 400)),
-    ]))
-    return sections
+    ])
 
 
 PEER_DIFFERENCES = [

@@ -94,6 +94,8 @@ def serve_connector(port: int, ready: Any, prefix: str, connection_id: str) -> N
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         assert await app[SINK].wait_connected(30), "Kafka producer did not connect"
+        # The store writes through a producer of its own (segments.connections).
+        assert await app[STORE].wait_loaded(30), "segments.connections not loaded"
         await app[STORE].create(connection_id=connection_id, account_id="bench",
                                 api_key="sk_test_bench", webhook_secret=SECRET,
                                 registration="manual", webhook_endpoint_id=None)

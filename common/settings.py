@@ -27,7 +27,7 @@ class SettingsError(SegmentsError, ValueError):
     """A configuration variable has a value we cannot use; the message names it."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -35,6 +35,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
 def _readable(name: str, path: str | None) -> None:
@@ -192,14 +202,14 @@ class Settings:
             secret_key=env.get("SEGMENTS_SECRET_KEY") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             public_url=(env.get("SEGMENTS_PUBLIC_URL") or "http://localhost:8080").rstrip("/"),
-            connector_port=_int(env, "CONNECTOR_PORT", 8080),
-            connector_admin_port=_int(env, "CONNECTOR_ADMIN_PORT", 8082),
-            api_port=_int(env, "API_PORT", 8081),
+            connector_port=env_int(env, "CONNECTOR_PORT", 8080),
+            connector_admin_port=env_int(env, "CONNECTOR_ADMIN_PORT", 8082),
+            api_port=env_int(env, "API_PORT", 8081),
             auth_secret=env.get("SEGMENTS_AUTH_SECRET") or None,
             auth_jwks=env.get("SEGMENTS_AUTH_JWKS") or None,
             auth_audience=env.get("SEGMENTS_AUTH_AUDIENCE") or None,
-            partitions=_int(env, "SEGMENTS_PARTITIONS", 8),
-            replication_factor=_int(env, "SEGMENTS_REPLICATION_FACTOR", 1),
+            partitions=env_int(env, "SEGMENTS_PARTITIONS", 8),
+            replication_factor=env_int(env, "SEGMENTS_REPLICATION_FACTOR", 1),
         )
 
     def topic(self, name: str) -> str:

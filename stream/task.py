@@ -167,14 +167,18 @@ class Task:
             if self.busy:
                 raise
         except Exception as exc:
-            if migrated(exc):
-                self.lost = True
-                runtime.lose(self, exc)
-            else:
-                log.exception("partition %d failed", self.partition)
-                runtime.fail(exc)
+            self._failed(exc, "failed")
         finally:
             self.busy = False
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        """Lose the task (the worker rejoins) or fail the runtime (the worker exits)."""
+        if migrated(exc):
+            self.lost = True
+            self.runtime.lose(self, exc)
+        else:
+            log.error("partition %d: %s: %r", self.partition, what, exc, exc_info=exc)
+            self.runtime.fail(exc)
 
     def _wait_seconds(self) -> float:
         runtime = self.runtime
@@ -321,11 +325,5 @@ class Task:
     def _on_acknowledged(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or (exc := task.exception()) is None:
             return
-        if migrated(exc):
-            self.lost = True
-            self.runtime.lose(self, exc)
-        else:
-            log.error("partition %d: output or offsets not acknowledged: %r",
-                      self.partition, exc)
-            self.runtime.fail(exc)
+        self._failed(exc, "output or offsets not acknowledged")
 

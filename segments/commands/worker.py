@@ -9,7 +9,7 @@ import os
 import signal
 from typing import Any
 
-from common.settings import Settings
+from common.settings import Settings, SettingsError, env_float, env_int
 from common.windows import history_floor_seconds
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--commit-interval", type=float, default=None,
                         help="longest a transaction stays open under load, in seconds "
                              "(default 0.1; an idle partition commits at once)")
-    parser.add_argument("--session-timeout", type=float,
-                        default=_float_env("SEGMENTS_SESSION_TIMEOUT_S", 30.0),
+    parser.add_argument("--session-timeout", type=float, default=None,
                         help="seconds the group waits for a worker that stopped answering "
                              "before moving its partitions (default: "
                              "SEGMENTS_SESSION_TIMEOUT_S, else 30; 6 to 1800). Lower "
@@ -56,8 +55,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--metrics-host", default="127.0.0.1",
                         help="interface of the metrics port (default 127.0.0.1; 0.0.0.0 "
                              "in a container)")
-    parser.add_argument("--query-port", type=int,
-                        default=_int_env("SEGMENTS_WORKER_QUERY_PORT", 0),
+    parser.add_argument("--query-port", type=int, default=None,
                         help="port of the worker's query endpoint, which serves preview "
                              "and explain over the partitions it owns (default: "
                              "SEGMENTS_WORKER_QUERY_PORT, else any free port; it is "
@@ -77,19 +75,6 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
-
-
-def _float_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"{name} must be a number of seconds, not {raw!r}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from common.auth import AuthConfigError, resolve_verifier
     from common.topics import WORKER_TOPICS, ensure_topics, specs_named
@@ -98,20 +83,31 @@ def run(args: argparse.Namespace) -> int:
     from stream.app import StreamOptions, create_app
 
     settings = Settings.from_env()
+    # Environment defaults are read here, not when the parser is built: a bad value
+    # then fails this command with its name, not every command's --help.
+    session_timeout = (args.session_timeout if args.session_timeout is not None
+                       else env_float(os.environ, "SEGMENTS_SESSION_TIMEOUT_S", 30.0))
+    query_port = (args.query_port if args.query_port is not None
+                  else env_int(os.environ, "SEGMENTS_WORKER_QUERY_PORT", 0))
+    history_floor_s = history_floor_seconds(os.environ)
     root = logging.getLogger()
     if args.loglevel:
         root.setLevel(args.loglevel.upper())
-    asyncio.run(ensure_topics(settings, specs_named(*WORKER_TOPICS)))
     extra = {} if args.commit_interval is None else {"commit_interval": args.commit_interval}
-    options = StreamOptions(
-        processing_guarantee="at_least_once" if args.at_least_once else "exactly_once",
-        email_lookup=None if args.no_email_lookup else connector_email_lookup(settings),
-        connection_account=(None if args.no_envelope_check
-                            else connector_connection_accounts(settings)),
-        history_floor_s=history_floor_seconds(os.environ),
-        session_timeout_s=args.session_timeout,
-        **extra,
-    )
+    try:
+        options = StreamOptions(
+            processing_guarantee="at_least_once" if args.at_least_once else "exactly_once",
+            email_lookup=None if args.no_email_lookup else connector_email_lookup(settings),
+            connection_account=(None if args.no_envelope_check
+                                else connector_connection_accounts(settings)),
+            history_floor_s=history_floor_s,
+            session_timeout_s=session_timeout,
+            **extra,
+        )
+    except ValueError as exc:  # out of range: before touching Kafka, no traceback
+        raise SettingsError(f"{exc} (--session-timeout or SEGMENTS_SESSION_TIMEOUT_S, "
+                            f"--commit-interval)") from None
+    asyncio.run(ensure_topics(settings, specs_named(*WORKER_TOPICS)))
     app = create_app(settings, options)
     verifier = None
     if not args.no_query:
@@ -124,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         metrics = metrics_app(app, settings), args.metrics_host, args.metrics_port
     query = None if verifier is None else {
-        "verifier": verifier, "host": args.query_host, "port": args.query_port,
+        "verifier": verifier, "host": args.query_host, "port": query_port,
         "advertised_host": args.query_advertised_host}
     return asyncio.run(serve(app, metrics, settings, query))
 

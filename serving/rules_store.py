@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -49,7 +50,12 @@ _RULES_SPECS = tuple(spec for spec in TOPICS if spec.name == RULES_TOPIC)
 #: What a writer's send or commit raises once a newer writer of its segment started.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
 #: Starts over of a write without If-Match that a concurrent writer fenced.
-ATTEMPTS = 3
+ATTEMPTS = 8
+#: Upper bound of the random pause before the first start-over, doubled for each next
+#: one: writers that fenced each other at once spread out instead of fencing each other
+#: again (three at once with no pause ran out of three attempts: a spurious 409).
+BACKOFF_S = 0.05
+
 #: How long reading the topic to its end may take (an open transaction holds it up).
 READ_TIMEOUT_S = 30.0
 
@@ -135,6 +141,10 @@ async def read_rules(settings: Settings) -> dict[RuleKey, dict[str, Any]]:
         await consumer.stop()
 
 
+async def _back_off(attempt: int) -> None:
+    await asyncio.sleep(random.uniform(0, BACKOFF_S * 2**attempt))
+
+
 def transactional_id(settings: Settings, account_id: str, segment_id: str) -> str:
     return f"{settings.topic_prefix}segments-rules:{account_id}:{segment_id}"
 
@@ -187,6 +197,7 @@ async def put_rule(settings: Settings, rule: Rule, if_match: int | None = None) 
         except FENCED:
             if if_match is not None or attempt == ATTEMPTS - 1:
                 raise VersionConflict.overtaken() from None
+            await _back_off(attempt)
     raise AssertionError("unreachable")
 
 
@@ -208,3 +219,4 @@ async def delete_rule(settings: Settings, account_id: str, segment_id: str,
         except FENCED:
             if if_match is not None or attempt == ATTEMPTS - 1:
                 raise VersionConflict.overtaken() from None
+            await _back_off(attempt)

@@ -15,10 +15,12 @@ import signal
 from types import FrameType
 from typing import Any
 
-__all__ = ["dump_tasks", "install_task_dump"]
+__all__ = ["DUMP_MARKER", "dump_tasks", "install_task_dump"]
 
 log = logging.getLogger(__name__)
 
+#: The first line of every dump (what a reader of the logs looks for).
+DUMP_MARKER = "task dump:"
 #: Frames shown per task: the innermost ones say what it waits on.
 FRAMES = 40
 
@@ -48,7 +50,7 @@ def dump_tasks() -> int:
     """Log (at WARNING, so it shows at any usual level) where every asyncio task is
     suspended; returns how many tasks there were."""
     tasks = sorted(asyncio.all_tasks(), key=lambda task: task.get_name())
-    log.warning("task dump: %d asyncio tasks", len(tasks))
+    log.warning("%s %d asyncio tasks", DUMP_MARKER, len(tasks))
     for task in tasks:
         log.warning("task %s: %s", task.get_name(), describe(task))
     return len(tasks)

@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from common.diagnostics import DUMP_MARKER
+
 #: Lines the stream runtime's un-awaited send futures leave when a transaction fails:
 #: counted, not shown, so that a tail shows what the runtime decided.
 NOISE = "Future exception was never retrieved"
@@ -36,7 +38,7 @@ def next_log(directory: Path) -> Path:
 
 
 #: What a worker logs first when asked (SIGUSR1) where its tasks wait.
-DUMP = "task dump:"
+DUMP = DUMP_MARKER
 
 
 def tails(directory: Path, lines: int = 15, dump_lines: int = 300) -> list[str]:

@@ -35,12 +35,12 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import orjson
 
 from bench import common, dataset
 from bench.bench_throughput import rule_messages, sentinel_keys
@@ -54,31 +54,35 @@ ACCOUNT = "big"
 
 def histories(contacts: int, per_contact: int, now: int) -> list[dataset.Message]:
     """Facts of every contact's story, as the classify stream would publish them."""
-    data = dataset.events(contacts, 1, now, account_offset=0)
+    return list(iter_histories(contacts, per_contact, now))
+
+
+def iter_histories(contacts: int, per_contact: int, now: int) -> Iterator[dataset.Message]:
+    """`histories`, one contact at a time: 1,000,000 contacts' raw events and facts held
+    at once do not fit in memory (the bench process reached 23 GiB)."""
     account = dataset.account_name(0)
-    by_contact: dict[str, dict[str, Fact]] = {}
-    emails: dict[str, str] = {}
-    for _, value in data.messages:
-        envelope = orjson.loads(value)
-        event = envelope["event"]
-        obj = event["data"]["object"]
-        if event["type"] == "customer.created":
-            emails[obj["id"]] = obj["email"]
-            continue
-        for occ in classify(event):
-            email = (occ.email_candidates[0] if occ.email_candidates
-                     else emails.get(occ.customer_id or ""))
-            if email is None:
+    connection = dataset.connection_name(account)
+    feed = dataset.BenchActivity(dataset.SEED, now)
+    for n in range(contacts):
+        emails: dict[str, str] = {}
+        facts: dict[str, dict[str, Fact]] = {}
+        for event in feed.customer_story(n):
+            obj = event["data"]["object"]
+            if event["type"] == "customer.created":
+                emails[obj["id"]] = obj["email"]
                 continue
-            fact = occ.to_fact(ACCOUNT, dataset.connection_name(account), email)
-            by_contact.setdefault(email, {})[fact.fact_id] = fact
-    messages: list[dataset.Message] = []
-    for facts in by_contact.values():
-        ordered = sorted(facts.values(), key=lambda f: f.occurred_at)
-        kept = ordered if len(ordered) <= per_contact else (
-            [ordered[0], ordered[-1], *ordered[1:-1]][:per_contact])
-        messages.extend((fact.key(), fact.to_bytes()) for fact in kept)
-    return messages
+            for occ in classify(event):
+                email = (occ.email_candidates[0] if occ.email_candidates
+                         else emails.get(occ.customer_id or ""))
+                if email is None:
+                    continue
+                fact = occ.to_fact(ACCOUNT, connection, email)
+                facts.setdefault(email, {})[fact.fact_id] = fact
+        for by_id in facts.values():
+            ordered = sorted(by_id.values(), key=lambda f: f.occurred_at)
+            kept = ordered if len(ordered) <= per_contact else (
+                [ordered[0], ordered[-1], *ordered[1:-1]][:per_contact])
+            yield from ((fact.key(), fact.to_bytes()) for fact in kept)
 
 
 def recompute_rule(i: int) -> dict[str, Any]:

@@ -6,7 +6,8 @@ goes, and the memory their state takes.
 
 On a fresh topic prefix (`BENCH_PARTITIONS`, default 4), one exactly-once worker
 (`bench/worker.py`) builds the state of N contacts, each with a 30-day history
-(`bench_state.histories`: the facts the classify stage would publish), and 10 rules.
+(`bench_state.iter_histories`: the facts the classify stage would publish, generated
+while they are produced), and 10 rules.
 Then, `--runs` times, the worker holding every partition is stopped (SIGTERM: it
 commits and leaves the group at once) and a new worker process is started in its
 place: it joins, recovers every partition's state from the changelogs and serves. The
@@ -37,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common, dataset
-from bench.bench_state import ACCOUNT, histories
+from bench.bench_state import ACCOUNT, iter_histories
 from bench.bench_throughput import rule_messages, sentinel_keys
 from common.settings import Settings
 from common.topics import EVENTS_TOPIC, FACTS_TOPIC, MEMBERSHIP_TOPIC, RULES_TOPIC
@@ -70,8 +71,7 @@ async def empty_baseline(workdir: Path, timeout: float) -> int:
         common.stop_process(proc)
 
 
-async def takeovers(args: argparse.Namespace, facts: list[dataset.Message],
-                    workdir: Path) -> dict[str, Any]:
+async def takeovers(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     baseline = await empty_baseline(workdir, args.timeout)
     settings = common.fresh_settings(label="bench-takeover")
     await common.prepare_topics(settings)
@@ -81,9 +81,11 @@ async def takeovers(args: argparse.Namespace, facts: list[dataset.Message],
     proc = common.start_process(common.bench_worker_cmd("exactly_once"), env,
                                 workdir / "build.log")
     started = time.perf_counter()
-    await common.produce(settings, FACTS_TOPIC, facts)
+    # Generated while produced: 1,000,000 contacts' facts are not held at once.
+    facts = await common.produce(settings, FACTS_TOPIC, iter_histories(
+        args.contacts, args.facts_per_contact, int(time.time())))
     await serving(settings, "built-", args.timeout, lambda: proc.poll() is None)
-    log(f"state of {args.contacts:,} contacts ({len(facts):,} facts) built in "
+    log(f"state of {args.contacts:,} contacts ({facts:,} facts) built in "
         f"{time.perf_counter() - started:.1f}s")
     runs = []
     try:
@@ -106,7 +108,7 @@ async def takeovers(args: argparse.Namespace, facts: list[dataset.Message],
                 f"RSS {rss / 2**20:.0f} MiB (empty {baseline / 2**20:.0f} MiB)")
     finally:
         common.stop_process(proc)
-    return {"prefix": settings.topic_prefix, "facts": len(facts),
+    return {"prefix": settings.topic_prefix, "facts": facts,
             "rss_baseline_bytes": baseline, "runs": runs}
 
 
@@ -135,18 +137,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    facts = histories(args.contacts, args.facts_per_contact, int(time.time()))
     workdir = Path(tempfile.mkdtemp(prefix="bench-takeover-"))
-    log(f"takeover: {args.contacts:,} contacts, {len(facts):,} facts, "
-        f"{common.PARTITIONS} partitions; logs under {workdir}")
-    run = asyncio.run(takeovers(args, facts, workdir))
+    log(f"takeover: {args.contacts:,} contacts, {common.PARTITIONS} partitions; "
+        f"logs under {workdir}")
+    run = asyncio.run(takeovers(args, workdir))
     runs = run["runs"]
     summary = {
         "takeover_s": common.summary([r["takeover_s"] for r in runs]),
         "rss_per_100k_contacts_mib": common.summary(
             [r["rss_per_100k_contacts_bytes"] / 2**20 for r in runs]),
     }
-    result = {"config": {"contacts": args.contacts, "facts": len(facts),
+    result = {"config": {"contacts": args.contacts, "facts": run["facts"],
                          "partitions": common.PARTITIONS, "runs": args.runs,
                          "guarantee": "exactly_once"},
               "summary": summary, "run": run}

@@ -147,7 +147,11 @@ class Dataset:
         return sum(len(k) + len(v) for k, v in self.messages)
 
 
-def events(contacts: int, accounts: int, now: int, seed: int = 7,
+#: The default seed of every generated dataset.
+SEED = 7
+
+
+def events(contacts: int, accounts: int, now: int, seed: int = SEED,
            account_offset: int = 0, per_contact: str = "story") -> Dataset:
     """Raw events for `contacts` contacts spread over `accounts` accounts.
 

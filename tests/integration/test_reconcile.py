@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 import stripe
 from aiohttp.test_utils import TestServer
+from redis.exceptions import RedisError
 
 from common.settings import Settings
 from common.stripe_event_types import NEEDED_EVENT_TYPES
@@ -112,6 +113,59 @@ async def test_the_watermark_is_the_newest_event_seen(settings: Settings,
     assert await seen.since("conn_x", 0) == {"evt_b"}
     await seen.forget("conn_x")
     assert await seen.watermark("conn_x") is None
+
+
+async def zadds_of(monitor: Any, key: str, marker: str) -> int:
+    """`ZADD`s of `key` MONITOR showed before the `ECHO marker` sent after them."""
+    count = 0
+    while True:
+        command = (await monitor.next_command())["command"]
+        if command == f"ECHO {marker}":
+            return count
+        if command.startswith(f"ZADD {key} "):
+            count += 1
+
+
+async def test_concurrent_adds_are_one_write_each_caller_waits_for(
+        settings: Settings, redis: aioredis.Redis) -> None:
+    """Hundreds of webhooks' records at once are a few `ZADD`s, and every caller returns
+    only once its own id is in Redis."""
+    # Room for a connection per caller: neither the adds nor the checks wait for one.
+    wide = aioredis.Redis.from_url(settings.redis_url, max_connections=1000)
+    seen = SeenEvents(wide, settings.topic_prefix)
+    key = seen.key("conn_many")
+
+    async def add(n: int) -> bool:
+        await seen.add("conn_many", [{"id": f"evt_{n}", "created": 1000 + n}])
+        return await wide.zscore(key, f"evt_{n}") == 1000 + n
+
+    try:
+        async with redis.monitor() as monitor:
+            written = await asyncio.gather(*(add(n) for n in range(300)))
+            marker = f"end-{time.time_ns()}"
+            await wide.echo(marker)
+            calls = await zadds_of(monitor, key, marker)
+    finally:
+        await wide.aclose()
+    assert all(written), f"{written.count(False)} adds returned before their write"
+    assert await seen.since("conn_many", 0) == {f"evt_{n}" for n in range(300)}
+    assert 1 <= calls <= 5, f"{calls} ZADDs for 300 concurrent adds"
+    await seen.forget("conn_many")
+
+
+async def test_a_failed_write_reaches_every_caller(settings: Settings) -> None:
+    """Redis unreachable: each caller gets the error (the webhook answers 200 anyway and
+    the reconciler publishes the event again, see `connectors.webhooks`)."""
+    unreachable = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    seen = SeenEvents(unreachable, settings.topic_prefix)
+    try:
+        results = await asyncio.gather(
+            *(seen.add("conn_x", [{"id": f"evt_{n}", "created": n}]) for n in range(20)),
+            return_exceptions=True)
+    finally:
+        await unreachable.aclose()
+    assert len(results) == 20
+    assert all(isinstance(r, RedisError) for r in results), results
 
 
 # --- Stripe's listing semantics: types[], newest first, eventual consistency -------------

@@ -99,6 +99,10 @@ class BackfillJob:
     until: int | None = None
 
 
+#: How long a stopped run waits for the acks of events already handed to Kafka.
+STOP_GRACE_S = 5.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class BackfillOptions:
     """Tuning; the defaults suit Stripe, tests shorten `settle_s`."""
@@ -382,30 +386,40 @@ class _Run:
                 acked.append(raw.event_id)
             return acked, None
         slots = asyncio.Semaphore(self.opts.max_in_flight)
+        #: Per event (by index): its publish, once handed to the producer.
+        sent: dict[int, asyncio.Future[None]] = {}
 
-        async def one(raw: RawEvent, before: asyncio.Task[None] | None) -> None:
+        async def one(i: int, before: asyncio.Task[None] | None) -> None:
             if before is not None:
                 await before  # same key: only after the previous one's ack (or its error)
             async with slots:
-                await self.sink.publish(raw)
+                sent[i] = asyncio.ensure_future(self.sink.publish(raws[i]))
+                await asyncio.shield(sent[i])
 
         tails: dict[bytes, asyncio.Task[None]] = {}
         tasks = []
-        for raw in raws:
+        for i, raw in enumerate(raws):
             key = raw.key()
-            task = asyncio.create_task(one(raw, tails.get(key)))
+            task = asyncio.create_task(one(i, tails.get(key)))
             tails[key] = task
             tasks.append(task)
         stopped: BaseException | None = None
         try:
             await asyncio.gather(*tasks, return_exceptions=True)
         except asyncio.CancelledError as exc:
-            # gather cancels the publishes; once they settle, the cursor still gets
-            # every ack that came in, so a graceful stop repeats nothing.
+            # gather cancels what was not sent yet. A publish already handed to Kafka
+            # cannot be taken back: it gets `STOP_GRACE_S` to be acknowledged, so that
+            # the cursor counts it and a graceful stop repeats nothing. One still not
+            # acknowledged then is published again on resume (and collapses downstream
+            # by event id).
             stopped = exc
             await asyncio.wait(tasks)
-        acked = [raw.event_id for raw, task in zip(raws, tasks, strict=True)
-                 if not task.cancelled() and task.exception() is None]
+            if sent:
+                await asyncio.wait(sent.values(), timeout=STOP_GRACE_S)
+            for publish in sent.values():
+                publish.cancel()
+        acked = [raws[i].event_id for i, publish in sorted(sent.items())
+                 if publish.done() and not publish.cancelled() and publish.exception() is None]
         if stopped is None:
             stopped = next((t.exception() for t in tasks
                             if not t.cancelled() and t.exception() is not None), None)

@@ -10,6 +10,7 @@ failed run's logs are gone within minutes.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -69,3 +70,21 @@ def assignments(directory: Path) -> int:
     storm."""
     return sum(log.read_text(errors="replace").count("stream.assignor  assigning")
                for log in directory.glob("worker-*.log"))
+
+
+#: The stream runtime's line once a rebalance has given the worker its partitions (all of
+#: them: the group protocol is eager), and aiokafka's line when a rebalance takes them.
+ASSIGNED = re.compile(r"stream\.runtime\s+assigned partitions \[([0-9, ]*)\]")
+REVOKING = "Revoking previously assigned partitions"
+
+
+def owned(log: Path) -> set[int]:
+    """The partition numbers the worker writing `log` owns now: those of its last
+    assignment, none while a rebalance has taken them and not yet given them back."""
+    owns: set[int] = set()
+    for line in log.read_text(errors="replace").splitlines():
+        if REVOKING in line:
+            owns = set()
+        elif (found := ASSIGNED.search(line)) is not None:
+            owns = {int(n) for n in found.group(1).split(",") if n.strip()}
+    return owns

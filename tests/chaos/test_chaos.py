@@ -2,7 +2,8 @@
 
 A private three-node KRaft cluster (topics at replication factor 3,
 `min.insync.replicas=2`; the session broker is never touched), 2-3 `segments worker`
-processes (exactly-once), the connector in-process receiving every event as a signed
+processes (exactly-once; every other one started commits every 1 s instead of the
+default 0.1 s, `COMMIT_INTERVALS_S`), the connector in-process receiving every event as a signed
 Stripe webhook on its public endpoint (`tests/chaos/webhooks.py`: bounded concurrency,
 any non-2xx redelivered like Stripe does), in two phases with a rule change between
 them, and the Redis read-model writer in-process on the session Redis
@@ -11,10 +12,14 @@ independent model of what must come out.
 
 - Each worker kill lands after the owners of every input partition have committed a
   transaction since the previous kill (the group's committed offsets of every
-  `stripe.events` partition advanced), while a chunk of events is being processed. A
-  kill counts as mid-transaction when records the output topics held in an open
-  transaction at the kill (between the last stable offset and the high watermark) are
-  seen by a `read_uncommitted` reader and never by a `read_committed` one (aborted).
+  `stripe.events` partition advanced), while a chunk of events is being processed, on
+  a worker whose transaction is seen open (its membership partition, which only it
+  writes, holds records past the last stable offset; who owns what is read from the
+  workers' logs). Right after the kill the records the dead worker left open on its
+  membership partitions (between the last stable offset and the high watermark: no one
+  else writes there until the group moves them) are noted; the kill counts as
+  mid-transaction when those are seen by a `read_uncommitted` reader and never by a
+  `read_committed` one (aborted).
 - Each broker bounce `kill -9`s the broker that coordinates a worker's transactional id
   and restarts it; the test checks from metadata (`find_coordinator`, `describe_topics`)
   that the coordinator and the partition leaders it held moved to other brokers.
@@ -66,7 +71,7 @@ from connectors.store import new_connection_id
 from stream.app import group_id
 from stream.changes import MembershipChange, rule_key, rule_record, split_member_key
 from tests.chaos import oracle
-from tests.chaos.logs import assignments, dumped, log_dir, next_log, stamp, tails
+from tests.chaos.logs import assignments, dumped, log_dir, next_log, owned, stamp, tails
 from tests.chaos.read_model import SupervisedReadModel, last_offsets, members_in_redis
 from tests.chaos.webhooks import StripeSender
 from tests.connector_harness import running_connector
@@ -100,7 +105,14 @@ OUTPUTS = (FACTS_TOPIC, MEMBERSHIP_TOPIC)
 WORKER_LOGLEVEL = os.environ.get("CHAOS_WORKER_LOGLEVEL", "info")
 
 
-def spawn(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
+#: The workers' commit intervals, one per process started in turn: the default, and a
+#: longer one under which a transaction stays open longer, so that more kills land in
+#: one with records written (each kill is aimed at an open transaction, but one of
+#: 0.1 s has often committed by the time the kill lands).
+COMMIT_INTERVALS_S = ("0.1", "1.0")
+
+
+def spawn(settings: Settings, log: Path, commit_interval: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "SEGMENTS_TOPIC_PREFIX": settings.topic_prefix,
            "SEGMENTS_PARTITIONS": str(settings.partitions),
@@ -113,10 +125,10 @@ def spawn(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
            "SEGMENTS_LOG_FORMAT": "text",
            # The group protocol: each join, sync, and why a member rejoined.
            "SEGMENTS_LIBRARY_LOG_LEVEL": os.environ.get("CHAOS_LIBRARY_LOGLEVEL", "info")}
-    with open(next_log(logs), "ab") as out:
+    with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "segments.cli", "worker", "--no-envelope-check",
-             "--loglevel", WORKER_LOGLEVEL],
+             "--commit-interval", commit_interval, "--loglevel", WORKER_LOGLEVEL],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -152,6 +164,14 @@ class Chaos:
         self.open_at_kill: list[dict[TopicPartition, tuple[int, int]]] = []
         self.bounces: list[str] = []
         self.restarts = 0
+        #: Each worker process's log, by pid.
+        self.log_of: dict[int, Path] = {}
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        log = next_log(self.logs)
+        proc = spawn(self.s, log, COMMIT_INTERVALS_S[len(self.log_of) % 2])
+        self.log_of[proc.pid] = log
+        return proc
 
     async def start(self) -> None:
         for client in (self.producer, self.committed, self.uncommitted):
@@ -174,7 +194,7 @@ class Chaos:
         orchestrator would."""
         for i, proc in enumerate(self.workers):
             if proc.poll() is not None and proc.returncode != -signal.SIGKILL:
-                self.workers[i] = spawn(self.s, self.logs)
+                self.workers[i] = self.spawn()
                 self.restarts += 1
 
     async def owners_committed(self, timeout: float = 120) -> None:
@@ -214,34 +234,51 @@ class Chaos:
     async def open_transactions(self) -> dict[TopicPartition, tuple[int, int]]:
         """(last stable offset, high watermark) of each output partition with records
         of a transaction still open."""
-        lso = await self.committed.end_offsets(self.outputs)
-        hw = await self.uncommitted.end_offsets(self.outputs)
+        # Both at once: the two answers describe (nearly) the same moment.
+        lso, hw = await asyncio.gather(self.committed.end_offsets(self.outputs),
+                                       self.uncommitted.end_offsets(self.outputs))
         return {tp: (lso[tp], hw[tp]) for tp in self.outputs if lso[tp] < hw[tp]}
 
     async def kill_during(self, chunk: list[oracle.Charge]) -> None:
         await self.owners_committed()
         sending = asyncio.create_task(self.send(chunk))
         deadline = time.monotonic() + 20
+        membership = self.s.topic(MEMBERSHIP_TOPIC)
         open_now: dict[TopicPartition, tuple[int, int]] = {}
-        # Aim at a moment when transactions are open (they are, most of the time, while
-        # the chunk is processed); whether the kill hit one is decided at the end.
-        while time.monotonic() < deadline:
+        live = [i for i, proc in enumerate(self.workers) if proc.poll() is None]
+        aimed: list[int] = []
+        # Aim at a worker with a transaction open: one whose membership partition (only
+        # its owner writes there) holds records past the last stable offset. Whether the
+        # kill hit it is decided at the end, from what was aborted.
+        while time.monotonic() < deadline and not aimed:
+            owns = {i: owned(self.log_of[self.workers[i].pid]) for i in live}
             open_now = await self.open_transactions()
-            if len({tp.partition for tp in open_now}) >= min(2, self.s.partitions):
-                break
-            await asyncio.sleep(0.01)
-        live = [i for i, p in enumerate(self.workers) if p.poll() is None]
-        victim = self.rng.choice(live)
+            writing = {tp.partition for tp in open_now if tp.topic == membership}
+            aimed = [i for i in live if owns[i] & writing]
+            if not aimed:
+                await asyncio.sleep(0.01)
+        victim = self.rng.choice(aimed or live)
         os.killpg(self.workers[victim].pid, signal.SIGKILL)
         self.workers[victim].wait()
+        # What the dead worker left open, read at once: its membership partitions have
+        # no other writer until the group gives them to another worker (after the
+        # session timeout), so past their last stable offset is exactly what its open
+        # transaction had written when it died.
+        owns = owned(self.log_of[self.workers[victim].pid])
+        left_open = {tp: span for tp, span in (await self.open_transactions()).items()
+                     if tp.topic == membership and tp.partition in owns}
         print(f"{stamp()} kill {len(self.open_at_kill) + 1}: worker {victim} "
-              f"(pid {self.workers[victim].pid})", flush=True)
-        self.open_at_kill.append(open_now)
+              f"(pid {self.workers[victim].pid}, partitions {sorted(owns)}; "
+              f"{'aimed at its open transaction' if aimed else 'none seen open'}; "
+              f"records left open per partition: "
+              f"{sorted((tp.partition, hw - lso) for tp, (lso, hw) in left_open.items())})",
+              flush=True)
+        self.open_at_kill.append(left_open)
         commits = await async_wait_for(self.commits, 60, interval=0.5,
                                        what="the group's committed offsets")
         assert commits is not None
         self.at_last_kill = commits
-        self.workers[victim] = spawn(self.s, self.logs)
+        self.workers[victim] = self.spawn()
         await sending
 
     async def bounce(self, cluster: QuickRestartKafka, n: int,  # noqa: F811
@@ -399,7 +436,7 @@ async def run(chaos: Chaos, cluster: QuickRestartKafka, scale: Scale,  # noqa: F
                               {"field": "occurrences", "op": "gte", "value": 2}))
         await chaos.rule(rule("big", "charge_succeeded",
                               {"field": "amount", "op": "gte", "value": "90"}))
-        workers.extend(spawn(s, chaos.logs) for _ in range(scale.workers))
+        workers.extend(chaos.spawn() for _ in range(scale.workers))
         sources = [s.topic(t) for t in (EVENTS_TOPIC, "segments.by-charge", FACTS_TOPIC)]
         for i, chunk in enumerate(chunks):
             if i == scale.chunks:

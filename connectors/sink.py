@@ -23,6 +23,8 @@ from connectors.errors import ConnectorError
 #: the broker's `message.max.bytes` (both about 1 MiB), with room for the key and the
 #: record overhead. A bigger one would be refused by Kafka on every attempt.
 MAX_RECORD_BYTES = 1_000_000
+#: The producer's batch per partition (see `KafkaEventSink.start`).
+BATCH_BYTES = 512 * 1024
 
 
 class RecordTooLarge(ConnectorError, ValueError):
@@ -70,6 +72,11 @@ class KafkaEventSink:
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
+            # aiokafka keeps one open batch per partition and makes a `send` that does
+            # not fit wait until that batch is sent: at the default 16 KiB (5-10 Stripe
+            # events) a burst of webhooks queued behind one broker round trip after
+            # another. 512 KiB holds a few hundred, and stays under `max_request_size`.
+            max_batch_size=BATCH_BYTES,
             request_timeout_ms=int(self.timeout * 1000),
             compression_type=None,
         )

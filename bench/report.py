@@ -186,8 +186,9 @@ def rows(report: dict[str, Any]) -> list[tuple[str, list[Row]]]:
         *_saved_row(_get(report, "preview", "result", "verify_saved")),
     ]))
 
-    if _get(report, "takeover", "result", "summary"):
-        sections.append(_takeover_section(report, "takeover"))
+    for key in ("takeover", "takeover_1m"):
+        if _get(report, key, "result", "summary"):
+            sections.append(_takeover_section(report, key))
     return sections
 
 

@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
-from bench.report import write_markdown
+from bench.report import notes_of, write_markdown
 
 log = common.log
 
@@ -221,7 +221,9 @@ def main() -> int:
     # (file.delete.delay.ms), which would land in the middle of the next benchmark.
     log(f"deleted {asyncio.run(delete_bench_topics())} benchmark topics")
     (args.out / "benchmarks.json").write_text(json.dumps(report, indent=2))
-    (args.out / "benchmarks.md").write_text(write_markdown(report))
+    markdown = args.out / "benchmarks.md"
+    notes = notes_of(markdown.read_text()) if args.only and markdown.exists() else []
+    markdown.write_text(write_markdown(report, notes))
     log(f"wrote {args.out / 'benchmarks.md'} and benchmarks.json in "
         f"{report['total_seconds'] / 60:.1f} min")
     return 1 if any("error" in e for e in report["benchmarks"].values()) else 0

@@ -3,8 +3,8 @@
 A private three-node KRaft cluster (topics at replication factor 3,
 `min.insync.replicas=2`; the session broker is never touched), 2-3 `segments worker`
 processes (exactly-once; every other one started commits every 1 s instead of the
-default 0.1 s, `COMMIT_INTERVALS_S`), the connector in-process receiving every event as a signed
-Stripe webhook on its public endpoint (`tests/chaos/webhooks.py`: bounded concurrency,
+default 0.1 s, `COMMIT_INTERVALS_S`), the connector in-process receiving every event as
+a signed Stripe webhook on its public endpoint (`tests/chaos/webhooks.py`: bounded concurrency,
 any non-2xx redelivered like Stripe does), in two phases with a rule change between
 them, and the Redis read-model writer in-process on the session Redis
 (`tests/chaos/read_model.py`); see `tests/chaos/oracle.py` for the rules and the
@@ -244,7 +244,6 @@ class Chaos:
         sending = asyncio.create_task(self.send(chunk))
         deadline = time.monotonic() + 20
         membership = self.s.topic(MEMBERSHIP_TOPIC)
-        open_now: dict[TopicPartition, tuple[int, int]] = {}
         live = [i for i, proc in enumerate(self.workers) if proc.poll() is None]
         aimed: list[int] = []
         # Aim at a worker with a transaction open: one whose membership partition (only

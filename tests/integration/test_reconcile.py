@@ -145,12 +145,12 @@ async def test_concurrent_adds_are_one_write_each_caller_waits_for(
             marker = f"end-{time.time_ns()}"
             await wide.echo(marker)
             calls = await zadds_of(monitor, key, marker)
+        assert all(written), f"{written.count(False)} adds returned before their write"
+        assert await seen.since("conn_many", 0) == {f"evt_{n}" for n in range(300)}
+        assert 1 <= calls <= 5, f"{calls} ZADDs for 300 concurrent adds"
+        await seen.forget("conn_many")
     finally:
         await wide.aclose()
-    assert all(written), f"{written.count(False)} adds returned before their write"
-    assert await seen.since("conn_many", 0) == {f"evt_{n}" for n in range(300)}
-    assert 1 <= calls <= 5, f"{calls} ZADDs for 300 concurrent adds"
-    await seen.forget("conn_many")
 
 
 async def test_a_failed_write_reaches_every_caller(settings: Settings) -> None:

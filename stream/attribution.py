@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from common.immutable import immutable
 from common.keys import pack
 from common.windows import HISTORY_FLOOR_SECONDS
 from stream.facts import Fact
@@ -138,7 +139,7 @@ def refund_record(account_id: str, connection_id: str, occ: Occurrence,
     return charge_key(connection_id, occ.charge_id), value
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ByCharge:
     kind: str
     account_id: str

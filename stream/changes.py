@@ -27,12 +27,13 @@ or left).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 
+from common.immutable import immutable
 from common.keys import pack, split
 from common.records import RECORD_VERSION, UnsupportedRecordVersion, record_version, versioned
 from rules.errors import FieldError, RuleError
@@ -48,7 +49,7 @@ def iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class MembershipChange:
     account_id: str
     segment_id: str
@@ -124,6 +125,13 @@ def member_record(account_id: str, segment_id: str, email: str, since: str,
 def rule_key(account_id: str, rule_id: str) -> bytes:
     """Key of `segments.rules`: rule ids are unique per account, not globally."""
     return pack(account_id, rule_id)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def rule_key_text(account_id: str, rule_id: str) -> str:
+    """`rule_key` as the state stores' str key, packed once per rule: every fact looks
+    up when each rule it may affect came into force."""
+    return pack(account_id, rule_id).decode()
 
 
 def rule_record(document: dict[str, Any]) -> bytes:

@@ -66,8 +66,8 @@ understood; the stream dead-letters it with `str(error)`. Unused types yield [].
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from common.immutable import immutable
 from stream import classify_payments as pay
 from stream import classify_subscriptions as subs
 from stream.facts import normalize_email
@@ -146,7 +146,7 @@ def _parse(event: JsonObj, kind: str) -> StripeEvent:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Classified:
     """Everything one Stripe event says, from one parse of it: the occurrences it
     announces, and for `customer.*` events `(customer_id, email or None)` for the

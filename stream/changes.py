@@ -44,8 +44,10 @@ Change = Literal["joined", "left"]
 Cause = Literal["fact", "time", "rule", "erased"]
 
 
+@functools.lru_cache(maxsize=4096)
 def iso(ts: int) -> str:
-    """Epoch seconds as SPEC's UTC timestamp, e.g. 2026-11-26T23:00:00Z."""
+    """Epoch seconds as SPEC's UTC timestamp, e.g. 2026-11-26T23:00:00Z. Cached: every
+    membership change carries the worker's current second, and formatting is slow."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -89,7 +89,7 @@ def _well_typed(fact: Fact) -> bool:
             and (fact.end_date is None or t(fact.end_date) is int)
             and (fact.customer_id is None or t(fact.customer_id) is str)
             and (fact.currency is None or t(fact.currency) is str)
-            and all(t(plan) is str for plan in fact.plans)
+            and (not fact.plans or all(t(plan) is str for plan in fact.plans))
             and t(fact.source_event_id) is str and t(fact.source_event_type) is str
             and t(fact.retracted) is bool)
 

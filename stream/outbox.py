@@ -7,7 +7,7 @@ pipeline can each import it without importing one another.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,14 @@ class Outbox:
         if value is not None:
             value = bytes(memoryview(value))
         self.messages.append((topic, key, value, partition, headers))
+
+    def send_all(self, topic: str, records: Iterable[tuple[bytes, bytes | None]],
+                 partition: int) -> None:
+        """`send` of many records to one partition (a state changelog's writes)."""
+        append = self.messages.append
+        for key, value in records:
+            append((topic, key, None if value is None else bytes(memoryview(value)),
+                    partition, None))
 
 
 class Processor(Protocol):

@@ -209,8 +209,7 @@ class Pipeline:
 
     def state_writes(self, partition: int, out: Outbox) -> None:
         for store in self.states:
-            for key, value in store.take(partition):
-                out.send(store.topic, key, value, partition)
+            out.send_all(store.topic, store.take(partition), partition)
 
     # -- classification --------------------------------------------------------------
 

@@ -45,4 +45,11 @@ def versioned(payload: bytes, version: int = RECORD_VERSION) -> bytes:
     """
     if not payload.startswith(b"{") or payload.startswith(b"{}"):
         raise ValueError("versioned() needs a serialized non-empty JSON object")
-    return b'{"%s":%d,' % (VERSION_FIELD.encode(), version) + payload[1:]
+    prefix = _PREFIXES.get(version)
+    if prefix is None:
+        prefix = _PREFIXES[version] = b'{"%s":%d,' % (VERSION_FIELD.encode(), version)
+    return prefix + payload[1:]
+
+
+#: version -> the bytes `versioned` puts first (it runs for every record published).
+_PREFIXES: dict[int, bytes] = {}

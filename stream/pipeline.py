@@ -82,7 +82,7 @@ SWEEP_SECONDS = 60
 #: Contacts each membership partition prunes (and deletes if empty) per tick; a round
 #: over all of them starts at most every `SWEEP_SECONDS`.
 CONTACT_SWEEP_BATCH = 1000
-CONTACT = Codec(ContactState.to_bytes, ContactState.from_bytes)
+CONTACT = Codec(ContactState.to_bytes_kept, ContactState.from_bytes)
 #: Errors of input that breaks its contract (`stream.inputs`): dead-lettered, never
 #: fatal. Anything else raised while processing is a bug: it stops the worker.
 BAD_INPUT = INPUT_ERRORS
@@ -469,10 +469,12 @@ class Pipeline:
             contact = view.get(key)
             if contact is None:
                 continue
-            before = (dict(contact.members), dict(contact.due))
+            before, raw = (dict(contact.members), dict(contact.due)), contact.raw
             changes = on_rule(contact, old, new, now, at)
             if (contact.members, contact.due) != before:
                 self._save(partition_state, key, contact)
+            elif raw is not None:  # facts unchanged: held encoded again (to_bytes_kept)
+                contact.raw, contact.decoded = raw, {}
             self._publish(changes, out)
             if new is not None and not changes:
                 self._restate(contact, new.id, before[0].get(new.id), at, out)

@@ -59,11 +59,13 @@ def test_a_written_state_keeps_its_facts_encoded_until_used() -> None:
     state, copy = held(), held()
     written = state.to_bytes_kept()
     assert written == copy.to_bytes()
-    assert state.raw == written and state.decoded == {}
+    assert state.raw == written
+    assert state.decoded == {}
     assert state.to_bytes() == written, "written again as it was, without decoding"
     assert state.raw is not None
     assert state.facts_for("charge_failed") == copy.facts_for("charge_failed")
-    assert state.raw is None and state == copy
+    assert state.raw is None
+    assert state == copy
     fact = Fact("ch_9:x", "charge_succeeded", "acme", "conn1", "ann@example.com",
                 1_699_000_100, amount=5, currency="usd")
     state.facts["charge_succeeded"][fact.fact_id] = fact
@@ -74,4 +76,5 @@ def test_a_written_state_keeps_its_facts_encoded_until_used() -> None:
 def test_a_state_without_facts_stays_as_it_is() -> None:
     state = ContactState("acme", "bob@example.com", 0, members={"big": 1})
     state.to_bytes_kept()
-    assert state.raw is None and not state.empty()
+    assert state.raw is None
+    assert not state.empty()

@@ -152,6 +152,12 @@ class ContactState:
             self.raw, self.decoded = raw, {}
         return raw
 
+    def encoded_again(self, raw: bytes | None) -> None:
+        """The facts were decoded from `raw` to be read, and nothing changed: hold them
+        as those bytes again (see `to_bytes_kept`). Nothing to do if `raw` is None."""
+        if raw is not None:
+            self.raw, self.decoded = raw, {}
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> ContactState:
         doc: dict[str, Any] = orjson.loads(raw)

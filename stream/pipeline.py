@@ -362,12 +362,14 @@ class Pipeline:
             contact = view.get(key)
             if contact is None:
                 continue
+            raw = contact.raw
             forgotten = prune(contact, now, partition_state.horizon,
                               partition_state.rules_of(contact.account_id, contact.facts))
-            if forgotten:
-                self.metrics.history_forgotten.inc(forgotten)
+            self.metrics.history_forgotten.inc(forgotten)
             if forgotten or contact.empty():
                 self._save(partition_state, key, contact)
+            else:  # read, not changed: its facts go back to their encoded form
+                contact.encoded_again(raw)
 
     def _fact(self, partition_state: PartitionState, fact: Fact, out: Outbox) -> None:
         now = self.clock()
@@ -473,8 +475,8 @@ class Pipeline:
             changes = on_rule(contact, old, new, now, at)
             if (contact.members, contact.due) != before:
                 self._save(partition_state, key, contact)
-            elif raw is not None:  # facts unchanged: held encoded again (to_bytes_kept)
-                contact.raw, contact.decoded = raw, {}
+            else:
+                contact.encoded_again(raw)
             self._publish(changes, out)
             if new is not None and not changes:
                 self._restate(contact, new.id, before[0].get(new.id), at, out)

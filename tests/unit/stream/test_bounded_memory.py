@@ -115,3 +115,24 @@ def test_a_customer_in_use_stays_and_old_entries_get_an_expiry() -> None:
     assert t.customers["conn:cus_old"] == ["old@example.com", now + CUSTOMER_TTL_SECONDS]
     sweep(t, now + CUSTOMER_TTL_SECONDS)
     assert "conn:cus_old" not in t.customers
+
+
+def test_a_contact_read_but_not_changed_is_held_encoded_again() -> None:
+    """Memory (#20): once written to its changelog, a contact's facts are held as those
+    bytes (`ContactState.to_bytes_kept`); the sweep and a rule change that change
+    nothing decode them to read them and leave them encoded again."""
+    h = Harness()
+    paid = failed("ch_1:succeeded", h.clock.now, "charge_succeeded")
+    h.fact(paid)
+    assert [k for k, v in contact_writes(h)] == [paid.key()]
+    contacts = h.pipeline.contacts.view(0)
+    written = contacts[paid.key().decode()].raw
+    assert written is not None
+    assert changes(h.tick()) == []  # the sweep's first round reads every contact
+    assert contact_writes(h) == []
+    assert contacts[paid.key().decode()].raw == written
+    assert changes(h.rule(lapsed(), "acme", "lapsed")) == []  # reads its charge facts
+    assert contact_writes(h) == []
+    contact = contacts[paid.key().decode()]
+    assert contact.raw == written
+    assert contact.facts_for("charge_succeeded") == (paid,)

@@ -9,8 +9,12 @@ worker spent building the state of 100,000 contacts, 1.9 s of it in full collect
 So after a full collection its survivors are moved to the permanent generation
 (`gc.freeze`), and the next one walks only what is newer. Frozen objects are still freed
 by refcounting; only a cycle that becomes garbage while frozen outlives its time, until
-every `RESCAN_EVERY`-th full collection, which unfreezes everything first (as does a
-rebalance, see `stream.runtime`).
+every `RESCAN_EVERY`-th full collection, which unfreezes everything first.
+
+Installed by the worker process (`segments worker`, `segments.commands.worker.serve`),
+not by the runtime: it is a policy of the whole process, and a process that is not only
+a worker (the test suite, say) keeps Python's defaults. (Hypothesis, for one, looks for
+referrers with `gc.get_referrers`, which does not see frozen objects.)
 """
 
 from __future__ import annotations

@@ -51,7 +51,6 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from common import kafka
 from common.settings import Settings
-from stream import collector
 from stream.assignor import StickyTaskAssignor
 from stream.errors import StreamError
 from stream.outbox import Processor
@@ -147,7 +146,6 @@ class StreamRuntime:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        collector.install()
         listener = _Listener(self)
         self.consumer = group_consumer(self.settings, self.group_id, self.held,
                                        self.session_timeout_ms)

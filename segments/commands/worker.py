@@ -160,8 +160,10 @@ async def serve(app: Any, metrics: tuple[Any, str, int] | None = None,
     from common.diagnostics import install_task_dump
     from common.http import runner
     from common.redis_client import redis_client
+    from stream import collector
     from stream.query_server import QueryServer
 
+    collector.install()  # process-wide: a worker process's state, not a library's choice
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

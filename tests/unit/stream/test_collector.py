@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
 from stream import collector
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _defaults_restored() -> Iterator[None]:
+    """The collector is process-wide: the rest of the suite runs with Python's defaults."""
+    threshold = gc.get_threshold()
+    yield
+    if collector._on_collection in gc.callbacks:
+        gc.callbacks.remove(collector._on_collection)
+    gc.set_threshold(*threshold)
+    gc.unfreeze()
 
 
 class _Node:

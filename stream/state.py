@@ -41,11 +41,13 @@ log = logging.getLogger(__name__)
 
 
 class Codec(NamedTuple):
+    #: Returns bytes that own exactly their length: `take` hands them to the outbox,
+    #: which sends them as they are (`Outbox.send_all`).
     encode: Callable[[Any], bytes]
     decode: Callable[[bytes], Any]
 
 
-JSON = Codec(orjson.dumps, orjson.loads)
+JSON = Codec(lambda value: compact(orjson.dumps(value)), orjson.loads)
 #: Bytes kept as they are (copied: orjson's buffers over-allocate, see `compact`).
 RAW = Codec(lambda value: value, lambda raw: compact(raw))
 
